@@ -1,0 +1,29 @@
+#!/bin/bash
+# Installs what building and testing Tank needs on Debian 12, as root.
+# Idempotent and quick when everything is there: apt runs only for missing
+# packages.
+set -euo pipefail
+
+packages=(
+    # rocksdb's bindgen and C++ build
+    clang libclang-dev pkg-config g++
+    # a private system bus and its tools for the tests (busctl is in systemd)
+    dbus-daemon dbus systemd
+    # setpriv for running test clients as other users
+    util-linux
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] || { echo "deps: no Rust toolchain (cargo) found" >&2; exit 1; }
+fi

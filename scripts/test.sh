@@ -1,0 +1,13 @@
+#!/bin/bash
+# The whole test suite, as root on Debian 12: installs the Debian packages it
+# needs, checks formatting and lints, runs unit and integration tests.
+set -euo pipefail
+. "$(dirname "$0")/env.sh"
+cd "$TANK_ROOT"
+
+[ "$(id -u)" = 0 ] || { echo "test.sh: the tests need root" >&2; exit 1; }
+./scripts/deps.sh
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked --no-fail-fast -- --test-threads=2

@@ -1,0 +1,153 @@
+//! `org.tank.Manager` at `/org/tank/Manager`: the desired-state API.
+//!
+//! Owns the methods clients call to declare pods (Apply, Delete) and read
+//! them (Get, ListPods). Each mutating method authorizes the caller first,
+//! validates completely, then writes the store in one synced step, so bad
+//! input changes nothing. It never acts on the machine: the reconciler
+//! converges reality to what this interface writes.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use zbus::message::Header;
+use zbus::zvariant::OwnedObjectPath;
+
+use super::auth::{Action, Authorizer};
+use super::error::BusError;
+use super::path::pod_path;
+use super::pod::{redacted, PodObjects};
+use crate::spec::Pod;
+use crate::store::{PodRecord, Store};
+
+pub struct Manager {
+    store: Arc<Store>,
+    objects: Arc<PodObjects>,
+    auth: Authorizer,
+}
+
+impl Manager {
+    pub fn new(store: Arc<Store>, objects: Arc<PodObjects>, auth: Authorizer) -> Manager {
+        Manager {
+            store,
+            objects,
+            auth,
+        }
+    }
+
+    /// Runs a blocking store operation off the async workers (writes fsync).
+    async fn with_store<T, F>(&self, op: F) -> Result<T, BusError>
+    where
+        F: FnOnce(&Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || op(&store))
+            .await
+            .map_err(|e| BusError::Failed(format!("store task failed: {e}")))?
+            .map_err(BusError::from)
+    }
+}
+
+/// The document `Get` returns.
+#[derive(Serialize)]
+struct PodView<'a> {
+    name: &'a str,
+    generation: u64,
+    created_ms: u64,
+    updated_ms: u64,
+    phase: &'a str,
+    spec: &'a Pod,
+}
+
+#[zbus::interface(name = "org.tank.Manager")]
+impl Manager {
+    /// Declares a pod: `spec` is its JSON document. Returns the pod's
+    /// object path. Re-applying an identical spec changes nothing.
+    #[zbus(out_args("pod"))]
+    async fn apply(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        spec: &str,
+    ) -> Result<OwnedObjectPath, BusError> {
+        self.auth.check(&header, Action::ManagePods).await?;
+        let pod = Pod::from_json(spec)?;
+        let name = pod.name.clone();
+        let applied = self.with_store(move |store| store.apply(pod)).await?;
+        if applied.changed {
+            log::info!(
+                "pod {name}: applied generation {}",
+                applied.record.generation
+            );
+        }
+        self.objects.sync(&self.store).await?;
+        Ok(pod_path(&name))
+    }
+
+    /// The stored pod as a JSON document (name, generation, timestamps,
+    /// phase, spec). Env values are redacted unless the caller may manage
+    /// pods.
+    #[zbus(out_args("pod"))]
+    async fn get(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        name: &str,
+    ) -> Result<String, BusError> {
+        let key = name.to_owned();
+        let record: PodRecord = self
+            .with_store(move |store| store.get(&key))
+            .await?
+            .ok_or_else(|| BusError::pod_not_found(name))?;
+        let spec = if self.auth.allows(&header, Action::ManagePods).await {
+            record.spec.clone()
+        } else {
+            redacted(&record.spec)
+        };
+        let phase = self
+            .objects
+            .phases()
+            .await
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, phase)| phase)
+            .unwrap_or_else(|| super::pod::PHASE_PENDING.to_owned());
+        let view = PodView {
+            name,
+            generation: record.generation,
+            created_ms: record.created_ms,
+            updated_ms: record.updated_ms,
+            phase: &phase,
+            spec: &spec,
+        };
+        Ok(serde_json::to_string(&view).expect("a pod view always serializes"))
+    }
+
+    /// Every declared pod: (name, object path, phase), ordered by name.
+    #[zbus(out_args("pods"))]
+    async fn list_pods(&self) -> Vec<(String, OwnedObjectPath, String)> {
+        self.objects
+            .phases()
+            .await
+            .into_iter()
+            .map(|(name, phase)| {
+                let path = pod_path(&name);
+                (name, path, phase)
+            })
+            .collect()
+    }
+
+    /// Removes a pod from desired state; its containers are then stopped.
+    async fn delete(&self, #[zbus(header)] header: Header<'_>, name: &str) -> Result<(), BusError> {
+        self.auth.check(&header, Action::ManagePods).await?;
+        let key = name.to_owned();
+        if self
+            .with_store(move |store| store.delete(&key))
+            .await?
+            .is_none()
+        {
+            return Err(BusError::pod_not_found(name));
+        }
+        log::info!("pod {name}: deleted");
+        self.objects.sync(&self.store).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,144 @@
+//! `org.tank.Pod` objects: one per declared pod, at `/org/tank/pod/<name>`.
+//!
+//! Owns the set of exported pod objects and their properties, kept in step
+//! with the store by [`PodObjects::sync`] (level-triggered: it compares the
+//! whole desired state with what is exported). Property changes are
+//! announced with `PropertiesChanged`, additions and removals through the
+//! ObjectManager at `/org/tank`. It reads desired state; it never writes it.
+
+use std::collections::HashMap;
+
+use zbus::object_server::InterfaceRef;
+use zbus::Connection;
+
+use super::error::BusError;
+use super::path::pod_path;
+use crate::spec::Pod;
+use crate::store::{PodRecord, Store};
+
+/// Phase shown until the runtime reports one.
+pub const PHASE_PENDING: &str = "Pending";
+
+/// What one pod object shows.
+pub struct PodObject {
+    record: PodRecord,
+    phase: String,
+}
+
+/// A copy of `pod` with every env value replaced, safe to show anyone.
+pub fn redacted(pod: &Pod) -> Pod {
+    let mut pod = pod.clone();
+    for container in &mut pod.containers {
+        for value in container.env.values_mut() {
+            *value = "<redacted>".to_owned();
+        }
+    }
+    pod
+}
+
+#[zbus::interface(name = "org.tank.Pod")]
+impl PodObject {
+    /// The pod's name.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn name(&self) -> String {
+        self.record.spec.name.clone()
+    }
+
+    /// The desired spec as canonical JSON, env values redacted (the full spec
+    /// is returned by org.tank.Manager.Get to authorized callers).
+    #[zbus(property)]
+    fn spec(&self) -> String {
+        redacted(&self.record.spec).to_canonical_json()
+    }
+
+    /// Bumped on every effective change of the spec.
+    #[zbus(property)]
+    fn generation(&self) -> u64 {
+        self.record.generation
+    }
+
+    /// Pending, Running, Succeeded, Failed or Terminating.
+    #[zbus(property)]
+    fn phase(&self) -> String {
+        self.phase.clone()
+    }
+
+    /// When the pod was first applied (µs since the Unix epoch).
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn created_timestamp(&self) -> u64 {
+        self.record.created_ms * 1000
+    }
+
+    /// When the spec last changed (µs since the Unix epoch).
+    #[zbus(property)]
+    fn updated_timestamp(&self) -> u64 {
+        self.record.updated_ms * 1000
+    }
+}
+
+/// The exported pod objects.
+pub struct PodObjects {
+    conn: Connection,
+    /// name → (generation, phase) of what is exported.
+    exported: tokio::sync::Mutex<HashMap<String, (u64, String)>>,
+}
+
+impl PodObjects {
+    pub fn new(conn: Connection) -> PodObjects {
+        PodObjects {
+            conn,
+            exported: Default::default(),
+        }
+    }
+
+    /// Makes the exported objects match the whole desired state in `store`:
+    /// exports new pods, updates changed ones, removes deleted ones. The
+    /// store is read under the lock, so concurrent syncs cannot interleave a
+    /// stale view over a newer one.
+    pub async fn sync(&self, store: &Store) -> Result<(), BusError> {
+        let server = self.conn.object_server();
+        let mut exported = self.exported.lock().await;
+        let records = store.list()?;
+        let mut gone: Vec<String> = exported.keys().cloned().collect();
+        for record in records {
+            let name = record.spec.name.clone();
+            gone.retain(|n| *n != name);
+            let path = pod_path(&name);
+            match exported.get(&name) {
+                None => {
+                    let phase = PHASE_PENDING.to_owned();
+                    exported.insert(name, (record.generation, phase.clone()));
+                    server.at(&path, PodObject { record, phase }).await?;
+                }
+                Some((generation, _)) if *generation != record.generation => {
+                    let generation = record.generation;
+                    let iface: InterfaceRef<PodObject> = server.interface(&path).await?;
+                    iface.get_mut().await.record = record;
+                    let emitter = iface.signal_emitter();
+                    let object = iface.get().await;
+                    object.spec_changed(emitter).await?;
+                    object.generation_changed(emitter).await?;
+                    object.updated_timestamp_changed(emitter).await?;
+                    exported.insert(name, (generation, object.phase.clone()));
+                }
+                Some(_) => {}
+            }
+        }
+        for name in gone {
+            exported.remove(&name);
+            server.remove::<PodObject, _>(&pod_path(&name)).await?;
+        }
+        Ok(())
+    }
+
+    /// (name, phase) of every exported pod, ordered by name.
+    pub async fn phases(&self) -> Vec<(String, String)> {
+        let exported = self.exported.lock().await;
+        let mut list: Vec<_> = exported
+            .iter()
+            .map(|(name, (_, phase))| (name.clone(), phase.clone()))
+            .collect();
+        list.sort();
+        list
+    }
+}

@@ -1,0 +1,43 @@
+//! tankctl's command line (clap). Kept apart from the commands so man pages
+//! and shell completions can be generated from it.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Control Tank: declare pods and look at them.
+#[derive(Debug, Parser)]
+#[command(name = "tankctl", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Declare a pod (create it, or change it to this spec).
+    Apply {
+        /// Pod document, JSON or YAML; `-` reads stdin.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Show one pod.
+    Get {
+        name: String,
+        /// Output format: a table row, or the whole document.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// List the declared pods.
+    #[command(visible_alias = "list")]
+    Ps,
+    /// Remove a pod from desired state (its containers are stopped).
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
+}

@@ -1,0 +1,27 @@
+//! Client-side proxies of tankd's interfaces (the XML in `dbus/` is the
+//! contract they follow). Owns nothing but the method and property
+//! signatures as seen from a client.
+
+use zbus::zvariant::OwnedObjectPath;
+
+#[zbus::proxy(
+    interface = "org.tank.Manager",
+    default_service = "org.tank.Manager",
+    default_path = "/org/tank/Manager"
+)]
+pub trait Manager {
+    fn apply(&self, spec: &str) -> zbus::Result<OwnedObjectPath>;
+    fn get(&self, name: &str) -> zbus::Result<String>;
+    fn list_pods(&self) -> zbus::Result<Vec<(String, OwnedObjectPath, String)>>;
+    fn delete(&self, name: &str) -> zbus::Result<()>;
+}
+
+#[zbus::proxy(interface = "org.tank.Pod", default_service = "org.tank.Manager")]
+pub trait Pod {
+    #[zbus(property)]
+    fn name(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn generation(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
+    fn phase(&self) -> zbus::Result<String>;
+}

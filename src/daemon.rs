@@ -1,0 +1,133 @@
+//! tankd's wiring: configuration → store → bus → (later) reconcile loop,
+//! readiness to systemd, and logging.
+//!
+//! Owns the order in which the daemon comes up and goes down. It holds no
+//! logic of its own: every capability lives in its module and is only
+//! connected here. `READY=1` is sent once the store is open, the objects are
+//! exported and the bus name is owned.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use zbus::fdo::{ObjectManager, RequestNameFlags, RequestNameReply};
+
+use crate::bus::auth::Authorizer;
+use crate::bus::manager::Manager;
+use crate::bus::pod::PodObjects;
+use crate::bus::{BusError, BUS_NAME, MANAGER_PATH, ROOT_PATH};
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("system bus: {0}")]
+    Bus(#[from] zbus::Error),
+    #[error("system bus: {0}")]
+    Export(#[from] BusError),
+    #[error("{BUS_NAME} is already owned on the system bus: is another tankd running?")]
+    NameTaken,
+}
+
+/// Sends journal-bound logs to the journal when stderr is connected to it
+/// (as under systemd), to stderr otherwise. `TANK_LOG` sets the filter
+/// (env_logger syntax, default `info`).
+pub fn init_logging() {
+    if systemd_journal_logger::connected_to_journal() {
+        if let Ok(logger) = systemd_journal_logger::JournalLog::new() {
+            if logger.install().is_ok() {
+                log::set_max_level(log_level_from_env());
+                return;
+            }
+        }
+    }
+    env_logger::Builder::new()
+        .parse_filters(&std::env::var("TANK_LOG").unwrap_or_else(|_| "info".to_owned()))
+        .format_target(false)
+        .init();
+}
+
+fn log_level_from_env() -> log::LevelFilter {
+    std::env::var("TANK_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(log::LevelFilter::Info)
+}
+
+/// Runs tankd until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let store_dir = config.store_dir();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_dir))
+        .await
+        .expect("store open task panicked")?;
+    let store = Arc::new(store);
+    log::info!("store open at {}", config.store_dir().display());
+
+    let report = store.seed_from_dir(&config.pods_dir)?;
+    if report.ran {
+        log::info!(
+            "seeded from {}: created {:?}, kept {:?}",
+            config.pods_dir.display(),
+            report.created,
+            report.kept
+        );
+        for (path, reason) in &report.rejected {
+            log::error!("seed {} rejected: {reason}", path.display());
+        }
+    }
+
+    let conn = zbus::connection::Builder::system()?
+        .serve_at(ROOT_PATH, ObjectManager)?
+        .build()
+        .await?;
+    let objects = Arc::new(PodObjects::new(conn.clone()));
+    objects.sync(&store).await?;
+    let auth = Authorizer::new(&conn).await?;
+    conn.object_server()
+        .at(
+            MANAGER_PATH,
+            Manager::new(Arc::clone(&store), Arc::clone(&objects), auth),
+        )
+        .await?;
+    match conn
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DoNotQueue.into())
+        .await?
+    {
+        RequestNameReply::PrimaryOwner | RequestNameReply::AlreadyOwner => {}
+        RequestNameReply::InQueue | RequestNameReply::Exists => return Err(DaemonError::NameTaken),
+    }
+    tokio::spawn(keep_objects_in_sync(
+        Arc::clone(&store),
+        Arc::clone(&objects),
+    ));
+
+    let pods = store.list()?.len();
+    log::info!("serving {BUS_NAME} with {pods} pods");
+    notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("{pods} pods declared")),
+    ]);
+
+    shutdown.await;
+    log::info!("stopping");
+    notify(&[sd_notify::NotifyState::Stopping]);
+    Ok(())
+}
+
+/// Re-exports pod objects whenever desired state changes (level-triggered).
+async fn keep_objects_in_sync(store: Arc<Store>, objects: Arc<PodObjects>) {
+    let mut changes = store.watch();
+    while changes.changed().await.is_ok() {
+        if let Err(e) = objects.sync(&store).await {
+            log::error!("cannot update pod objects: {e}");
+        }
+    }
+}
+
+/// sd_notify; a no-op without `NOTIFY_SOCKET`.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        log::warn!("sd_notify: {e}");
+    }
+}

@@ -1,0 +1,22 @@
+//! Tank: a declarative, single-node container orchestrator for Linux.
+//!
+//! Desired state in a durable store is the only input; one reconcile loop is
+//! the only thing that touches the machine. The crate map:
+//!
+//! - [`spec`]: the desired-state model (pods, containers, volumes, network)
+//!   and its strict validation.
+//! - [`store`]: the RocksDB desired-state store, its change feed and boot
+//!   seeding.
+//! - [`config`]: tankd's operational configuration (`tankd.toml`).
+//! - [`bus`]: the D-Bus API (`org.tank.Manager`, `org.tank.Pod`), named
+//!   errors and caller authorization.
+//! - [`daemon`]: tankd's wiring and its life cycle under systemd.
+//! - [`client`]: tankctl, the command-line client.
+#![deny(unsafe_code)]
+
+pub mod bus;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod spec;
+pub mod store;

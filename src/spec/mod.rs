@@ -1,0 +1,300 @@
+//! Desired state: the pod spec (DESIGN §3).
+//!
+//! This module owns the desired-state model ([`Pod`] and its parts), its
+//! JSON/YAML forms and its strict validation: [`Pod::new`] accepts a document
+//! only if every field is known, well typed and meaningful, and otherwise
+//! names the offending field by its JSON path
+//! (`containers[1].mounts[0].volume: no volume "dat" (pod defines: data, conf)`).
+//! A `Pod` value that came out of `Pod::new` is valid; other modules rely on
+//! that instead of re-checking.
+//!
+//! It is pure data: it never touches the store, the bus or the system (no
+//! files, no network, no image lookups). Whether an image exists, a host path
+//! is present or a parent interface is up is for the modules that act.
+//!
+//! Inside: the types here, the rules in `validate`, hand-written serde for
+//! the string-or-object fields in `de`, [`Ipv4Cidr`] in `net`, and reading
+//! JSON/YAML text (refusing repeated keys) in `text`.
+
+mod de;
+mod net;
+mod text;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use net::{Ipv4Cidr, ParseCidrError};
+
+/// A pod: containers sharing a network namespace, volumes and a restart policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pod {
+    /// A DNS-1123 label, unique among pods.
+    pub name: String,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+    /// At least one.
+    pub containers: Vec<Container>,
+    /// SIGTERM → wait this long → SIGKILL.
+    #[serde(default = "default_stop_grace_period_s")]
+    pub stop_grace_period_s: u32,
+}
+
+/// What to do when a container exits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    OnFailure,
+    Never,
+}
+
+/// The pod's network: JSON `"none"`, `"host"` or `{"nics": [...], "dns": [...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Network {
+    /// Own network namespace with loopback only.
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+    /// Own network namespace with macvlan NICs.
+    Nics(NicNetwork),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicNetwork {
+    /// At least one.
+    pub nics: Vec<Nic>,
+    /// Nameservers for resolv.conf; `None` = the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<Vec<Ipv4Addr>>,
+}
+
+/// A macvlan interface inside the pod's network namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nic {
+    /// Interface name inside the pod, e.g. `eth0`.
+    pub name: String,
+    /// Host interface to attach to; `"auto"` = the host adapter's uplink.
+    #[serde(default = "default_parent")]
+    pub parent: String,
+    pub ip: Ipv4Cidr,
+    /// Default route via this address; inside `ip`'s subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    pub name: String,
+    /// `None`: a managed volume, created on first use and kept across pod restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<VolumeSource>,
+}
+
+/// Serialized by hand (in `de`) as a one-entry map.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VolumeSource {
+    /// A host directory or file, bind-mounted: JSON `{"host": "/etc/api"}`.
+    Host(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Container {
+    /// A DNS-1123 label, unique within the pod.
+    pub name: String,
+    pub image: Image,
+    /// Replaces the image's entrypoint; `None` keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's cmd; `None` keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Added to (and overriding) the image's environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// `None`: the image's working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub tty: bool,
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Where a container's root filesystem comes from: JSON `"busybox:1.36"` or
+/// `{"rootfs": "/abs/path"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Image {
+    /// An image reference, pulled from a registry if not present.
+    Reference(String),
+    /// A directory on the host used as the (read-only) lower layer.
+    Rootfs(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// Name of one of the pod's volumes.
+    pub volume: String,
+    /// Absolute path inside the container.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Resource limits; `Limits::default()` limits nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Bytes (cgroup `memory.max`).
+    #[serde(
+        default,
+        deserialize_with = "de::memory",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub memory: Option<u64>,
+    /// Maximum number of processes/threads (cgroup `pids.max`).
+    #[serde(
+        default,
+        deserialize_with = "de::pids",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pids: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuLimit>,
+}
+
+/// CFS bandwidth (cgroup `cpu.max`): `quota_us` of CPU time per `period_us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuLimit {
+    #[serde(deserialize_with = "de::microseconds")]
+    pub quota_us: u64,
+    /// Defaults to the kernel's 100 ms.
+    #[serde(
+        default = "default_cpu_period_us",
+        deserialize_with = "de::microseconds"
+    )]
+    pub period_us: u64,
+}
+
+/// A rejected spec: the JSON path of the offending field (empty for the
+/// document as a whole) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+impl SpecError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    fn from_serde(err: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        // serde_path_to_error renders the document root as ".".
+        let path = if err.path().iter().len() == 0 {
+            String::new()
+        } else {
+            err.path().to_string()
+        };
+        SpecError::new(path, err.into_inner().to_string())
+    }
+}
+
+impl Pod {
+    pub const DEFAULT_STOP_GRACE_PERIOD_S: u32 = 10;
+    pub const DEFAULT_CPU_PERIOD_US: u64 = 100_000;
+    /// The `parent` meaning "the host adapter's uplink".
+    pub const AUTO_PARENT: &'static str = "auto";
+
+    /// Deserializes (strictly) and validates a spec document.
+    pub fn new(doc: serde_json::Value) -> Result<Pod, SpecError> {
+        let pod: Pod = serde_path_to_error::deserialize(doc).map_err(SpecError::from_serde)?;
+        pod.validate()?;
+        Ok(pod)
+    }
+
+    /// Parses JSON text (rejecting repeated keys), then as [`Pod::new`].
+    pub fn from_json(text: &str) -> Result<Pod, SpecError> {
+        Pod::new(text::parse_json(text)?)
+    }
+
+    /// Parses YAML text (rejecting repeated keys), then as [`Pod::new`].
+    pub fn from_yaml(text: &str) -> Result<Pod, SpecError> {
+        Pod::new(text::parse_yaml(text)?)
+    }
+
+    /// Checks the rules that types alone do not express; `Pod::new` already
+    /// did this. Reports the first problem in document order.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        validate::pod(self)
+    }
+
+    /// Compact JSON with every default written out and maps sorted: two specs
+    /// with the same meaning give the same bytes.
+    ///
+    /// # Panics
+    /// If a path is not UTF-8, which `validate` rejects.
+    pub fn to_canonical_json(&self) -> String {
+        serde_json::to_string(self).expect("a valid pod serializes to JSON")
+    }
+
+    /// # Panics
+    /// If a path is not UTF-8, which `validate` rejects.
+    pub fn to_yaml(&self) -> String {
+        serde_norway::to_string(self).expect("a valid pod serializes to YAML")
+    }
+
+    pub fn container(&self, name: &str) -> Option<&Container> {
+        self.containers.iter().find(|c| c.name == name)
+    }
+}
+
+fn default_stop_grace_period_s() -> u32 {
+    Pod::DEFAULT_STOP_GRACE_PERIOD_S
+}
+
+fn default_parent() -> String {
+    Pod::AUTO_PARENT.to_owned()
+}
+
+fn default_cpu_period_us() -> u64 {
+    Pod::DEFAULT_CPU_PERIOD_US
+}
+
+#[cfg(test)]
+mod tests;

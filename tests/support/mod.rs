@@ -1,0 +1,338 @@
+//! Fixtures for the integration tests: real components, started and stopped
+//! by the tests themselves.
+//!
+//! - [`SystemBus`]: a private `dbus-daemon` configured like Debian's system
+//!   bus (deny by default) with tank's real bus policy from `dbus/`.
+//! - [`Tankd`]: the real `tankd` binary on that bus with a temporary data
+//!   dir, started with `NOTIFY_SOCKET` so the fixture waits for `READY=1`
+//!   exactly as systemd would.
+//!
+//! Everything needs root (real namespaces, bus policy for root); a test run
+//! as another user fails loudly instead of skipping.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The uid/gid non-root calls run as (nobody/nogroup on Debian).
+pub const NOBODY: &str = "65534";
+
+pub fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the integration tests need root (real bus policy, namespaces, mounts): run them as root"
+    );
+}
+
+/// A private system-like bus.
+pub struct SystemBus {
+    dir: tempfile::TempDir,
+    child: Child,
+    pub address: String,
+}
+
+impl SystemBus {
+    pub fn start() -> SystemBus {
+        require_root();
+        let dir = tempfile::Builder::new()
+            .prefix("tank-bus-")
+            .tempdir()
+            .expect("tempdir");
+        // Non-root clients must reach the socket.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = dir.path().join("system_bus_socket");
+        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.tank.Manager.conf");
+        let config = include_str!("system-bus.conf.in")
+            .replace("@SOCKET@", socket.to_str().unwrap())
+            .replace("@POLICY@", policy.to_str().unwrap());
+        let config_path = dir.path().join("system-bus.conf");
+        std::fs::write(&config_path, config).unwrap();
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config_path.display()))
+            .args(["--nofork", "--nopidfile", "--print-address=1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("dbus.log")).unwrap())
+            .spawn()
+            .expect("cannot run dbus-daemon (package dbus-daemon)");
+        // The address is printed once the socket listens.
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(!line.trim().is_empty(), "dbus-daemon did not start");
+        SystemBus {
+            dir,
+            child,
+            address: format!("unix:path={}", socket.display()),
+        }
+    }
+
+    /// A zbus connection to this bus as the test process (root).
+    pub async fn connect(&self) -> zbus::Connection {
+        zbus::connection::Builder::address(self.address.as_str())
+            .unwrap()
+            .build()
+            .await
+            .expect("connect to the test bus")
+    }
+
+    /// tankctl on this bus, as root.
+    pub fn tankctl(&self, args: &[&str]) -> Output {
+        run_tankctl(&self.address, args, None)
+    }
+
+    /// `busctl --system ARGS` on this bus, as root.
+    pub fn busctl(&self, args: &[&str]) -> Output {
+        Command::new("busctl")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
+            .args(["--system", "--no-pager"])
+            .args(args)
+            .output()
+            .expect("busctl")
+    }
+
+    /// `busctl --system ARGS` on this bus, as an unprivileged user.
+    pub fn busctl_as(&self, user: &str, args: &[&str]) -> Output {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={user}"),
+                &format!("--regid={user}"),
+                "--clear-groups",
+                "--reset-env",
+                "--",
+                "env",
+                &format!("DBUS_SYSTEM_BUS_ADDRESS={}", self.address),
+                "busctl",
+                "--system",
+                "--no-pager",
+            ])
+            .args(args)
+            .output()
+            .expect("setpriv busctl")
+    }
+}
+
+impl Drop for SystemBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running tankd.
+pub struct Tankd {
+    child: Option<Child>,
+    notify: UnixDatagram,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    /// tankd's stderr (all its starts in this home), shown when a test fails.
+    pub log: PathBuf,
+    bus_address: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Where a tankd keeps its state; reused across restarts.
+pub struct TankdHome {
+    pub dir: tempfile::TempDir,
+}
+
+impl TankdHome {
+    pub fn new() -> TankdHome {
+        let dir = tempfile::Builder::new()
+            .prefix("tank-home-")
+            .tempdir()
+            .expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("pods.d")).unwrap();
+        let config = format!(
+            "data_dir = \"{0}/data\"\npods_dir = \"{0}/pods.d\"\n",
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("tankd.toml"), config).unwrap();
+        TankdHome { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pods_dir(&self) -> PathBuf {
+        self.dir.path().join("pods.d")
+    }
+}
+
+impl Tankd {
+    /// Starts tankd with a fresh home; the home lives as long as this tankd.
+    pub fn start(bus: &SystemBus) -> Tankd {
+        let home = TankdHome::new();
+        let mut tankd = Tankd::start_in(bus, &home);
+        tankd._dir = Some(home.dir);
+        tankd
+    }
+
+    /// Starts tankd in `home` and waits for READY=1.
+    pub fn start_in(bus: &SystemBus, home: &TankdHome) -> Tankd {
+        let mut tankd = Tankd::spawn(bus, home);
+        tankd.wait_ready().unwrap_or_else(|e| panic!("{e}"));
+        tankd
+    }
+
+    /// Starts tankd in `home` without waiting.
+    pub fn spawn(bus: &SystemBus, home: &TankdHome) -> Tankd {
+        require_root();
+        let notify_path = home.path().join(format!(
+            "notify-{}-{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        ));
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
+        let config = home.path().join("tankd.toml");
+        let log_path = home.path().join("tankd.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tankd"))
+            .arg("--config")
+            .arg(&config)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("TANK_LOG", "debug")
+            .env_remove("TANK_DATA_DIR")
+            .stdin(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tankd");
+        Tankd {
+            child: Some(child),
+            notify,
+            data_dir: home.path().join("data"),
+            config,
+            log: log_path,
+            bus_address: bus.address.clone(),
+            _dir: None,
+        }
+    }
+
+    /// Waits for READY=1 on the notify socket, or for tankd to exit.
+    pub fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        self.notify
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]);
+                if message.lines().any(|l| l == "READY=1") {
+                    return Ok(());
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return Err(format!("tankd exited before READY=1: {status}"));
+            }
+        }
+        Err("tankd did not send READY=1 within 30 s".to_owned())
+    }
+
+    /// Waits for tankd to exit on its own and returns its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.take().unwrap().wait().unwrap()
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
+    }
+
+    /// SIGTERM and wait (a clean stop).
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        child.wait().unwrap()
+    }
+
+    /// SIGKILL and reap (a crash).
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Runs tankctl against this tankd's bus.
+    pub fn tankctl(&self, args: &[&str]) -> Output {
+        self.tankctl_stdin(args, None)
+    }
+
+    /// Runs tankctl with `stdin` as its standard input.
+    pub fn tankctl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        run_tankctl(&self.bus_address, args, stdin)
+    }
+}
+
+/// Runs tankctl on the bus at `address`.
+pub fn run_tankctl(address: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tankctl"))
+        .args(args)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", address)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tankctl");
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        pipe.write_all(text.as_bytes()).unwrap();
+    }
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+impl Drop for Tankd {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("---- tankd log ({}) ----\n{log}", self.log.display());
+        }
+    }
+}
+
+/// stdout of a command that must have succeeded.
+pub fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+/// stderr of a command that must have failed.
+pub fn failed(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "command unexpectedly succeeded:\nstdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// A minimal valid pod document.
+pub fn pod_json(name: &str, image: &str) -> String {
+    format!(r#"{{"name": "{name}", "containers": [{{"name": "app", "image": "{image}"}}]}}"#)
+}
