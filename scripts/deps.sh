@@ -11,6 +11,8 @@ packages=(
     dbus-daemon dbus systemd
     # setpriv for running test clients as other users
     util-linux
+    # test images are built from busybox-static and served by a real registry
+    busybox-static docker-registry
 )
 
 missing=()

@@ -45,6 +45,19 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Pods written into a fresh store at first start (`*.json`, `*.yaml`).
     pub pods_dir: PathBuf,
+    /// How images are fetched.
+    pub registries: RegistriesConfig,
+}
+
+/// `[registries]`: how tankd talks to image registries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistriesConfig {
+    /// `host:port` of registries reached over plain HTTP (exact match);
+    /// every other registry is HTTPS.
+    pub insecure: Vec<String>,
+    /// A docker-style auth file (`{"auths": {"host": {"auth": base64(user:pass)}}}`).
+    pub auth_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -52,6 +65,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             pods_dir: PathBuf::from(DEFAULT_PODS_DIR),
+            registries: RegistriesConfig::default(),
         }
     }
 }
@@ -136,6 +150,29 @@ mod tests {
         .unwrap();
         assert_eq!(config.data_dir, Path::new("/srv/tank"));
         assert_eq!(config.pods_dir, Path::new("/srv/pods"));
+    }
+
+    #[test]
+    fn registries() {
+        let config = Config::parse(
+            Path::new("t.toml"),
+            "[registries]\ninsecure = [\"127.0.0.1:5000\"]\nauth_file = \"/etc/tank/auth.json\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.registries.insecure, ["127.0.0.1:5000"]);
+        assert_eq!(
+            config.registries.auth_file.as_deref(),
+            Some(Path::new("/etc/tank/auth.json"))
+        );
+    }
+
+    #[test]
+    fn the_packaged_default_file_is_the_defaults() {
+        let text = include_str!("../packaging/tankd.toml");
+        assert_eq!(
+            Config::parse(Path::new("tankd.toml"), text).unwrap(),
+            Config::default()
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::bus::manager::Manager;
 use crate::bus::pod::PodObjects;
 use crate::bus::{BusError, BUS_NAME, MANAGER_PATH, ROOT_PATH};
 use crate::config::Config;
+use crate::image::{ImageError, Images};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum DaemonError {
     Export(#[from] BusError),
     #[error("{BUS_NAME} is already owned on the system bus: is another tankd running?")]
     NameTaken,
+    #[error("images: {0}")]
+    Images(#[from] ImageError),
 }
 
 /// Sends journal-bound logs to the journal when stderr is connected to it
@@ -77,6 +80,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     }
 
+    let data_dir = config.data_dir.clone();
+    let registries = config.registries.clone();
+    let images = tokio::task::spawn_blocking(move || Images::open(&data_dir, &registries))
+        .await
+        .expect("image store open task panicked")?;
+
     let conn = zbus::connection::Builder::system()?
         .serve_at(ROOT_PATH, ObjectManager)?
         .build()
@@ -87,7 +96,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     conn.object_server()
         .at(
             MANAGER_PATH,
-            Manager::new(Arc::clone(&store), Arc::clone(&objects), auth),
+            Manager::new(
+                Arc::clone(&store),
+                Arc::clone(&objects),
+                Arc::clone(&images),
+                auth,
+            ),
         )
         .await?;
     match conn
@@ -101,6 +115,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Arc::clone(&store),
         Arc::clone(&objects),
     ));
+    tokio::spawn(relay_pull_progress(conn.clone(), Arc::clone(&images)));
 
     let pods = store.list()?.len();
     log::info!("serving {BUS_NAME} with {pods} pods");
@@ -121,6 +136,27 @@ async fn keep_objects_in_sync(store: Arc<Store>, objects: Arc<PodObjects>) {
     while changes.changed().await.is_ok() {
         if let Err(e) = objects.sync(&store).await {
             log::error!("cannot update pod objects: {e}");
+        }
+    }
+}
+
+/// Emits a PullProgress signal for each progress report of any pull.
+async fn relay_pull_progress(conn: zbus::Connection, images: Arc<Images>) {
+    let mut progress = images.subscribe_progress();
+    let Ok(emitter) = zbus::object_server::SignalEmitter::new(&conn, MANAGER_PATH) else {
+        return;
+    };
+    loop {
+        match progress.recv().await {
+            Ok(p) => {
+                if let Err(e) =
+                    Manager::pull_progress(&emitter, &p.reference, &p.layer, p.done, p.total).await
+                {
+                    log::warn!("cannot emit PullProgress: {e}");
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
     }
 }

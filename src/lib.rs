@@ -18,5 +18,6 @@ pub mod bus;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod image;
 pub mod spec;
 pub mod store;

@@ -20,12 +20,15 @@ use super::error::BusError;
 pub enum Action {
     /// Apply and Delete pods; read their full specs (env values).
     ManagePods,
+    /// Pull, import, remove and prune images.
+    ManageImages,
 }
 
 impl Action {
     pub fn id(self) -> &'static str {
         match self {
             Action::ManagePods => "org.tank.pods.manage",
+            Action::ManageImages => "org.tank.images.manage",
         }
     }
 }

@@ -23,6 +23,14 @@ pub enum BusError {
     NotFound(String),
     /// tankd failed internally (e.g. the store could not be written).
     Failed(String),
+    /// An argument is malformed (e.g. an image reference).
+    InvalidArgument(String),
+    /// The thing is used (e.g. an image by a declared pod).
+    InUse(String),
+    /// An image could not be pulled (registry, platform, digest, unpack).
+    ImagePull(String),
+    /// An image archive could not be imported.
+    ImportFailed(String),
 }
 
 impl BusError {

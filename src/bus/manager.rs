@@ -10,26 +10,36 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use zbus::message::Header;
+use zbus::object_server::SignalEmitter;
 use zbus::zvariant::OwnedObjectPath;
 
 use super::auth::{Action, Authorizer};
 use super::error::BusError;
+use super::images::{images_in_use, in_use_set, list_row};
 use super::path::pod_path;
 use super::pod::{redacted, PodObjects};
+use crate::image::Images;
 use crate::spec::Pod;
 use crate::store::{PodRecord, Store};
 
 pub struct Manager {
     store: Arc<Store>,
     objects: Arc<PodObjects>,
+    images: Arc<Images>,
     auth: Authorizer,
 }
 
 impl Manager {
-    pub fn new(store: Arc<Store>, objects: Arc<PodObjects>, auth: Authorizer) -> Manager {
+    pub fn new(
+        store: Arc<Store>,
+        objects: Arc<PodObjects>,
+        images: Arc<Images>,
+        auth: Authorizer,
+    ) -> Manager {
         Manager {
             store,
             objects,
+            images,
             auth,
         }
     }
@@ -150,4 +160,93 @@ impl Manager {
         self.objects.sync(&self.store).await?;
         Ok(())
     }
+
+    /// Pulls an image from its registry (a cached image refetches only its
+    /// manifest). Returns the normalized reference and manifest digest.
+    /// PullProgress signals report the layers meanwhile.
+    #[zbus(out_args("reference", "digest"))]
+    async fn pull_image(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        reference: &str,
+    ) -> Result<(String, String), BusError> {
+        self.auth.check(&header, Action::ManageImages).await?;
+        let record = self.images.pull(reference).await?;
+        Ok((record.reference, record.manifest_digest.to_string()))
+    }
+
+    /// Every image Tank has: (reference, manifest digest, platform, size of
+    /// the layer blobs in bytes, when it was stored in µs since the epoch).
+    #[zbus(out_args("images"))]
+    async fn list_images(&self) -> Result<Vec<(String, String, String, u64, u64)>, BusError> {
+        let images = Arc::clone(&self.images);
+        let records = tokio::task::spawn_blocking(move || images.list())
+            .await
+            .map_err(|e| BusError::Failed(e.to_string()))??;
+        Ok(records.iter().map(list_row).collect())
+    }
+
+    /// Removes an image (and the layers and blobs nothing else uses).
+    /// Refused with org.tank.Error.InUse while a declared pod uses it.
+    async fn remove_image(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        reference: &str,
+    ) -> Result<(), BusError> {
+        self.auth.check(&header, Action::ManageImages).await?;
+        let normalized = crate::image::reference::normalize(reference)?;
+        let users = self
+            .with_store(|store| Ok(images_in_use(store)))
+            .await??
+            .remove(&normalized)
+            .unwrap_or_default();
+        self.images.remove(&normalized, &users).await?;
+        log::info!("image {normalized} removed");
+        Ok(())
+    }
+
+    /// Removes every image no declared pod uses, then every layer and blob
+    /// no image uses. Returns the removed references and the bytes freed.
+    #[zbus(out_args("removed", "bytes"))]
+    async fn prune_images(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+    ) -> Result<(Vec<String>, u64), BusError> {
+        self.auth.check(&header, Action::ManageImages).await?;
+        let in_use = self.with_store(|store| Ok(in_use_set(store))).await??;
+        let report = self.images.prune(&in_use).await?;
+        log::info!(
+            "pruned {} images, {} layers, {} blobs",
+            report.images.len(),
+            report.layers,
+            report.blobs
+        );
+        Ok((report.images, report.bytes))
+    }
+
+    /// Imports the images of an OCI image-layout tar read from `archive`
+    /// (a file or pipe). Returns the references imported.
+    #[zbus(out_args("references"))]
+    async fn import_image(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        archive: zbus::zvariant::OwnedFd,
+    ) -> Result<Vec<String>, BusError> {
+        self.auth.check(&header, Action::ManageImages).await?;
+        let file = std::fs::File::from(std::os::fd::OwnedFd::from(archive));
+        let records = self.images.import(file).await?;
+        let references: Vec<String> = records.into_iter().map(|r| r.reference).collect();
+        log::info!("imported {}", references.join(", "));
+        Ok(references)
+    }
+
+    /// Download progress of one layer of a pull.
+    #[zbus(signal)]
+    pub async fn pull_progress(
+        emitter: &SignalEmitter<'_>,
+        reference: &str,
+        layer: &str,
+        done: u64,
+        total: u64,
+    ) -> zbus::Result<()>;
 }

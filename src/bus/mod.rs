@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod images;
 pub mod manager;
 pub mod path;
 pub mod pod;

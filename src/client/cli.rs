@@ -33,6 +33,24 @@ pub enum Command {
     Ps,
     /// Remove a pod from desired state (its containers are stopped).
     Delete { name: String },
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Pull an image from its registry, showing progress.
+    Pull { reference: String },
+    /// List the images Tank has.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Remove an image no declared pod uses.
+    Rm { reference: String },
+    /// Remove every image no declared pod uses, and unused layers.
+    Prune,
+    /// Import the images of an OCI image-layout tar (`-` reads stdin).
+    Import { file: PathBuf },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -5,6 +5,7 @@
 //! `dbus/`), never to the store or the machine directly.
 
 pub mod cli;
+pub mod images;
 pub mod input;
 pub mod output;
 pub mod proxy;
@@ -62,7 +63,11 @@ pub fn describe(err: &zbus::Error) -> String {
     };
     match name.as_str() {
         "org.tank.Error.InvalidSpec" => format!("invalid spec: {message}"),
-        "org.tank.Error.NotFound" => message.to_owned(),
+        "org.tank.Error.NotFound"
+        | "org.tank.Error.InUse"
+        | "org.tank.Error.ImagePull"
+        | "org.tank.Error.InvalidArgument" => message.to_owned(),
+        "org.tank.Error.ImportFailed" => format!("import failed: {message}"),
         "org.freedesktop.DBus.Error.AccessDenied" => format!("access denied: {message}"),
         "org.freedesktop.DBus.Error.ServiceUnknown"
         | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
@@ -119,6 +124,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             manager.delete(&name).await?;
             println!("pod/{name} deleted");
         }
+        Command::Image(command) => images::run(&manager, command).await?,
     }
     Ok(())
 }

@@ -14,6 +14,19 @@ pub trait Manager {
     fn get(&self, name: &str) -> zbus::Result<String>;
     fn list_pods(&self) -> zbus::Result<Vec<(String, OwnedObjectPath, String)>>;
     fn delete(&self, name: &str) -> zbus::Result<()>;
+    fn pull_image(&self, reference: &str) -> zbus::Result<(String, String)>;
+    fn list_images(&self) -> zbus::Result<Vec<(String, String, String, u64, u64)>>;
+    fn remove_image(&self, reference: &str) -> zbus::Result<()>;
+    fn prune_images(&self) -> zbus::Result<(Vec<String>, u64)>;
+    fn import_image(&self, archive: zbus::zvariant::Fd<'_>) -> zbus::Result<Vec<String>>;
+    #[zbus(signal)]
+    fn pull_progress(
+        &self,
+        reference: &str,
+        layer: &str,
+        done: u64,
+        total: u64,
+    ) -> zbus::Result<()>;
 }
 
 #[zbus::proxy(interface = "org.tank.Pod", default_service = "org.tank.Manager")]

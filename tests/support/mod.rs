@@ -11,6 +11,9 @@
 //! as another user fails loudly instead of skipping.
 #![allow(dead_code)]
 
+pub mod images;
+pub mod registry;
+
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
@@ -146,13 +149,18 @@ pub struct TankdHome {
 
 impl TankdHome {
     pub fn new() -> TankdHome {
+        TankdHome::with_config("")
+    }
+
+    /// A home whose tankd.toml also has `extra` (TOML appended as is).
+    pub fn with_config(extra: &str) -> TankdHome {
         let dir = tempfile::Builder::new()
             .prefix("tank-home-")
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("pods.d")).unwrap();
         let config = format!(
-            "data_dir = \"{0}/data\"\npods_dir = \"{0}/pods.d\"\n",
+            "data_dir = \"{0}/data\"\npods_dir = \"{0}/pods.d\"\n{extra}\n",
             dir.path().display()
         );
         std::fs::write(dir.path().join("tankd.toml"), config).unwrap();
@@ -221,6 +229,11 @@ impl Tankd {
             bus_address: bus.address.clone(),
             _dir: None,
         }
+    }
+
+    /// Keeps `home` alive (and removed) with this tankd.
+    pub fn keep_home(&mut self, home: TankdHome) {
+        self._dir = Some(home.dir);
     }
 
     /// Waits for READY=1 on the notify socket, or for tankd to exit.
