@@ -19,5 +19,6 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod image;
+pub mod runtime;
 pub mod spec;
 pub mod store;

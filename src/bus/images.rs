@@ -52,7 +52,9 @@ pub fn in_use_set(store: &Store) -> Result<HashSet<String>, BusError> {
 
 /// One row of `ListImages`: (reference, manifest digest, platform, bytes,
 /// created µs).
-pub fn list_row(record: &ImageRecord) -> (String, String, String, u64, u64) {
+pub type ImageRow = (String, String, String, u64, u64);
+
+pub fn list_row(record: &ImageRecord) -> ImageRow {
     (
         record.reference.clone(),
         record.manifest_digest.to_string(),

@@ -178,7 +178,7 @@ impl Manager {
     /// Every image Tank has: (reference, manifest digest, platform, size of
     /// the layer blobs in bytes, when it was stored in µs since the epoch).
     #[zbus(out_args("images"))]
-    async fn list_images(&self) -> Result<Vec<(String, String, String, u64, u64)>, BusError> {
+    async fn list_images(&self) -> Result<Vec<super::images::ImageRow>, BusError> {
         let images = Arc::clone(&self.images);
         let records = tokio::task::spawn_blocking(move || images.list())
             .await

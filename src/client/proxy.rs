@@ -4,6 +4,10 @@
 
 use zbus::zvariant::OwnedObjectPath;
 
+/// One row of `ListImages`: (reference, manifest digest, platform, bytes,
+/// stored at µs since the epoch).
+pub type ImageRow = (String, String, String, u64, u64);
+
 #[zbus::proxy(
     interface = "org.tank.Manager",
     default_service = "org.tank.Manager",
@@ -15,7 +19,7 @@ pub trait Manager {
     fn list_pods(&self) -> zbus::Result<Vec<(String, OwnedObjectPath, String)>>;
     fn delete(&self, name: &str) -> zbus::Result<()>;
     fn pull_image(&self, reference: &str) -> zbus::Result<(String, String)>;
-    fn list_images(&self) -> zbus::Result<Vec<(String, String, String, u64, u64)>>;
+    fn list_images(&self) -> zbus::Result<Vec<ImageRow>>;
     fn remove_image(&self, reference: &str) -> zbus::Result<()>;
     fn prune_images(&self) -> zbus::Result<(Vec<String>, u64)>;
     fn import_image(&self, archive: zbus::zvariant::Fd<'_>) -> zbus::Result<Vec<String>>;

@@ -51,7 +51,7 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "UPPER/case", "a b", "busybox:", "x@sha256:zz"] {
+        for bad in ["", "repo/UPPER", "a b", "busybox:", "x@sha256:zz"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

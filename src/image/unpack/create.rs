@@ -20,7 +20,7 @@ use nix::unistd::{fchown, fchownat, linkat, symlinkat, Gid, Uid};
 use xattr::FileExt;
 
 use super::meta::{io_errno, set_xattr_result, Meta};
-use super::tree::{depth, join, normalize, open_in_root, split_last};
+use super::tree::{depth, normalize, open_in_root, split_last};
 use super::{entry_err, invalid, lossy, UnpackError, Unpacker, OVERLAY_OPAQUE_XATTR};
 
 impl Unpacker {
@@ -33,11 +33,10 @@ impl Unpacker {
         meta: &Meta,
     ) -> Result<(), UnpackError> {
         let dir = self.parent(raw, parent)?;
-        let path = join(parent, name);
         let flags =
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let mode = Mode::from_bits_truncate(meta.mode & 0o777);
-        let fd = self.create_replacing(raw, &dir, &path, name, "openat", || {
+        let fd = self.create_replacing(raw, &dir, parent, name, "openat", || {
             openat(&*dir, name, flags, mode)
         })?;
         let mut file = File::from(fd);
@@ -92,7 +91,7 @@ impl Unpacker {
                 let st = fstatat(&*dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
                     .map_err(|e| entry_err(raw, "fstatat", e))?;
                 if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-                    self.remove(raw, &dir, path, name)?;
+                    self.remove(raw, &dir, parent, name)?;
                     mkdirat(&*dir, name, Mode::from_bits_truncate(0o700))
                         .map_err(|e| entry_err(raw, "mkdirat", e))?;
                 }
@@ -143,8 +142,7 @@ impl Unpacker {
         meta: &Meta,
     ) -> Result<(), UnpackError> {
         let dir = self.parent(raw, parent)?;
-        let path = join(parent, name);
-        self.create_replacing(raw, &dir, &path, name, "symlinkat", || {
+        self.create_replacing(raw, &dir, parent, name, "symlinkat", || {
             symlinkat(target, &*dir, name)
         })?;
         self.finish_special(raw, &dir, name, meta, false)
@@ -158,9 +156,8 @@ impl Unpacker {
         meta: &Meta,
     ) -> Result<(), UnpackError> {
         let dir = self.parent(raw, parent)?;
-        let path = join(parent, name);
         let perm = Mode::from_bits_truncate(meta.mode & 0o777);
-        self.create_replacing(raw, &dir, &path, name, "mknodat", || {
+        self.create_replacing(raw, &dir, parent, name, "mknodat", || {
             mknodat(&*dir, name, SFlag::S_IFIFO, perm, 0)
         })?;
         self.finish_special(raw, &dir, name, meta, true)
@@ -258,9 +255,8 @@ impl Unpacker {
             )
         };
         let dir = self.parent(raw, parent)?;
-        let path = join(parent, name);
         // No AT_SYMLINK_FOLLOW: a symlink target is linked as the symlink.
-        self.create_replacing(raw, &dir, &path, name, "linkat", || {
+        self.create_replacing(raw, &dir, parent, name, "linkat", || {
             linkat(&*target_dir, target_name, &*dir, name, AtFlags::empty())
         })?;
         Ok(())
@@ -276,8 +272,7 @@ impl Unpacker {
             return Err(invalid(raw, "whiteout of an invalid name"));
         }
         let dir = self.parent(raw, parent)?;
-        let path = join(parent, name);
-        self.create_replacing(raw, &dir, &path, name, "mknodat whiteout", || {
+        self.create_replacing(raw, &dir, parent, name, "mknodat whiteout", || {
             mknodat(&*dir, name, SFlag::S_IFCHR, Mode::empty(), makedev(0, 0))
         })?;
         Ok(())

@@ -145,12 +145,12 @@ impl Unpacker {
     }
 
     /// Removes whatever is at `name` in `dir` (recursively for a directory).
-    /// `path` is its normalized path, to forget deferred directory times.
+    /// `parent` is the normalized path of `dir`.
     pub(super) fn remove(
         &mut self,
         raw: &[u8],
         dir: &OwnedFd,
-        path: &[u8],
+        parent: &[u8],
         name: &[u8],
     ) -> Result<(), UnpackError> {
         // Anything removed may be a directory or symlink the cached parent
@@ -160,7 +160,7 @@ impl Unpacker {
             Ok(()) | Err(Errno::ENOENT) => Ok(()),
             Err(Errno::EISDIR) => {
                 remove_tree(dir, name).map_err(|e| entry_err(raw, "removing directory", e))?;
-                self.forget_dir_times(path);
+                self.forget_dir_times(&join(parent, name));
                 Ok(())
             }
             Err(e) => Err(entry_err(raw, "unlinkat", e)),
@@ -181,19 +181,20 @@ impl Unpacker {
         }
     }
 
-    /// Runs `create`; if the name exists, removes it and runs it once more.
+    /// Runs `create`; if `name` exists in `dir` (the directory `parent`),
+    /// removes it and runs `create` once more.
     pub(super) fn create_replacing<T>(
         &mut self,
         raw: &[u8],
         dir: &OwnedFd,
-        path: &[u8],
+        parent: &[u8],
         name: &[u8],
         op: &'static str,
         mut create: impl FnMut() -> nix::Result<T>,
     ) -> Result<T, UnpackError> {
         match create() {
             Err(Errno::EEXIST) => {
-                self.remove(raw, dir, path, name)?;
+                self.remove(raw, dir, parent, name)?;
                 create().map_err(|e| entry_err(raw, op, e))
             }
             other => other.map_err(|e| entry_err(raw, op, e)),

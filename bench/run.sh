@@ -1,0 +1,20 @@
+#!/bin/bash
+# Side-by-side benchmarks of Tank and its peers, as root.
+#   bench/run.sh pull     pull+unpack of a ~100 MB 5-layer image: tank vs podman vs tar
+# Installs the peers (podman, crun, runc) if missing. Uses the same build
+# profile as the tests, so nothing is rebuilt from scratch.
+set -euo pipefail
+. "$(dirname "$0")/../scripts/env.sh"
+cd "$TANK_ROOT"
+[ "$(id -u)" = 0 ] || { echo "bench: run me as root" >&2; exit 1; }
+./scripts/deps.sh
+peers=(podman crun runc)
+missing=()
+for p in "${peers[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+case "${1:-}" in
+    pull) exec cargo bench --profile dev --bench pull ;;
+    *) echo "usage: bench/run.sh pull" >&2; exit 2 ;;
+esac

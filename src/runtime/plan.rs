@@ -1,0 +1,128 @@
+//! The plan of one container start: everything the init stage needs,
+//! computed on the host side by tankd and handed to the init process as
+//! JSON on an inherited fd. Pure data; the contract between
+//! [`super::spawn`] (host side) and [`super::init`] (inside the new
+//! namespaces).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// How the container's root filesystem is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootfsPlan {
+    /// overlayfs: `lower` top layer first (the `lowerdir=` order), a fresh
+    /// `upper` and `work` on the same filesystem.
+    Overlay {
+        lower: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+    },
+    /// A directory on the host used as is (`{"rootfs": "/abs/path"}`),
+    /// bind-mounted recursively.
+    Bind { path: PathBuf },
+}
+
+/// A bind mount into the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// Host path (a volume directory, a host path, a pod scratch file).
+    pub source: PathBuf,
+    /// Absolute path inside the container; created (as a directory, or an
+    /// empty file when `source` is a file) if missing, resolved inside the
+    /// rootfs so a symlink in the image cannot redirect it to the host.
+    pub destination: PathBuf,
+    pub read_only: bool,
+}
+
+/// Everything the init stage does, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitPlan {
+    pub pod: String,
+    pub container: String,
+    /// The mount point of the root filesystem (an empty directory in the
+    /// container's scratch dir).
+    pub rootfs_target: PathBuf,
+    pub rootfs: RootfsPlan,
+    /// Volumes and host paths, then resolv.conf/hosts/hostname of the pod.
+    pub mounts: Vec<BindMount>,
+    /// The pod's network namespace (`/run/tank/netns/<pod>`), joined before
+    /// the ready checkpoint; `None` = stay in tankd's (network `host`).
+    pub netns: Option<PathBuf>,
+    /// UTS hostname (the pod name).
+    pub hostname: String,
+    /// The image/spec user, resolved against the container's own
+    /// /etc/passwd and /etc/group once the rootfs is mounted.
+    pub user: Option<String>,
+    /// argv; `argv[0]` is looked up in the container's `PATH` when it has
+    /// no `/`.
+    pub argv: Vec<String>,
+    /// `K=V` entries, exactly as the merge computed them.
+    pub env: Vec<String>,
+    pub cwd: PathBuf,
+    /// Paths masked like Docker does (`/proc/kcore`, …): /dev/null over
+    /// files, an empty read-only tmpfs over directories.
+    pub masked_paths: Vec<PathBuf>,
+    /// Paths made read-only (`/proc/sys`, …).
+    pub readonly_paths: Vec<PathBuf>,
+    /// Capability names (`CAP_CHOWN`, …) kept in the bounding set; for uid 0
+    /// also effective/permitted/inheritable. Non-root users get none in
+    /// effective/permitted.
+    pub capabilities: Vec<String>,
+}
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Docker's default masked paths.
+pub const DEFAULT_MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's default read-only paths.
+pub const DEFAULT_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Messages of the sync socket between tankd and the init stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMessage {
+    /// init → tankd: namespaces joined, waiting at the checkpoint.
+    Ready,
+    /// tankd → init: placed in its cgroup; go on.
+    Go,
+    /// init → tankd: a step failed (`mount /var/lib/app: ENOENT`); init
+    /// exits after sending it.
+    Error(String),
+}
