@@ -12,6 +12,8 @@ use serde::Deserialize;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tank/tankd.toml";
 /// Default data directory (systemd's `StateDirectory=tank`).
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/tank";
+/// Default runtime directory (systemd's `RuntimeDirectory=tank`).
+pub const DEFAULT_RUN_DIR: &str = "/run/tank";
 /// Default directory of boot seed pods.
 pub const DEFAULT_PODS_DIR: &str = "/etc/tank/pods.d";
 /// Environment variable overriding `data_dir`.
@@ -45,8 +47,31 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Pods written into a fresh store at first start (`*.json`, `*.yaml`).
     pub pods_dir: PathBuf,
+    /// Runtime state that must not survive a reboot (pod network
+    /// namespaces); systemd's `RuntimeDirectory=tank`.
+    pub run_dir: PathBuf,
     /// How images are fetched.
     pub registries: RegistriesConfig,
+    /// Where containers' cgroups live.
+    pub cgroups: crate::runtime::cgroup::CgroupConfig,
+    /// Container output logs.
+    pub logs: LogsConfig,
+}
+
+/// `[logs]`: per-container output logs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// Cap of one log file in bytes; one rotated file is kept besides it.
+    pub max_bytes: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig {
+            max_bytes: crate::runtime::logs::DEFAULT_MAX_BYTES,
+        }
+    }
 }
 
 /// `[registries]`: how tankd talks to image registries.
@@ -65,7 +90,10 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             pods_dir: PathBuf::from(DEFAULT_PODS_DIR),
+            run_dir: PathBuf::from(DEFAULT_RUN_DIR),
             registries: RegistriesConfig::default(),
+            cgroups: Default::default(),
+            logs: LogsConfig::default(),
         }
     }
 }

@@ -17,6 +17,8 @@ use crate::bus::pod::PodObjects;
 use crate::bus::{BusError, BUS_NAME, MANAGER_PATH, ROOT_PATH};
 use crate::config::Config;
 use crate::image::{ImageError, Images};
+use crate::reconcile::Reconciler;
+use crate::runtime::manager::{Runtime, RuntimeConfig};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,8 @@ pub enum DaemonError {
     NameTaken,
     #[error("images: {0}")]
     Images(#[from] ImageError),
+    #[error("runtime: {0}")]
+    Runtime(#[from] crate::runtime::manager::RuntimeError),
 }
 
 /// Sends journal-bound logs to the journal when stderr is connected to it
@@ -86,6 +90,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .await
         .expect("image store open task panicked")?;
 
+    let runtime = Runtime::new(RuntimeConfig {
+        data_dir: config.data_dir.clone(),
+        run_dir: config.run_dir.clone(),
+        cgroups: config.cgroups.clone(),
+        log_max_bytes: config.logs.max_bytes,
+    })?;
+    log::info!("cgroups: {}", runtime.cgroups().describe());
+
     let conn = zbus::connection::Builder::system()?
         .serve_at(ROOT_PATH, ObjectManager)?
         .build()
@@ -100,6 +112,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 Arc::clone(&store),
                 Arc::clone(&objects),
                 Arc::clone(&images),
+                Arc::clone(&runtime),
                 auth,
             ),
         )
@@ -116,6 +129,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Arc::clone(&objects),
     ));
     tokio::spawn(relay_pull_progress(conn.clone(), Arc::clone(&images)));
+    let reconciler = Reconciler::new(
+        Arc::clone(&store),
+        Arc::clone(&images),
+        Arc::clone(&runtime),
+        Arc::clone(&objects),
+        crate::reconcile::DEFAULT_RESYNC,
+    );
+    reconciler.clean_leftovers().await;
+    tokio::spawn(Arc::clone(&reconciler).run());
 
     let pods = store.list()?.len();
     log::info!("serving {BUS_NAME} with {pods} pods");

@@ -19,6 +19,8 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod image;
+pub mod net;
+pub mod reconcile;
 pub mod runtime;
 pub mod spec;
 pub mod store;

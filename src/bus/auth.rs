@@ -22,6 +22,8 @@ pub enum Action {
     ManagePods,
     /// Pull, import, remove and prune images.
     ManageImages,
+    /// Exec into, attach to and read the logs of containers.
+    ExecPods,
 }
 
 impl Action {
@@ -29,6 +31,7 @@ impl Action {
         match self {
             Action::ManagePods => "org.tank.pods.manage",
             Action::ManageImages => "org.tank.images.manage",
+            Action::ExecPods => "org.tank.pods.exec",
         }
     }
 }

@@ -19,6 +19,7 @@ use super::images::{images_in_use, in_use_set, list_row};
 use super::path::pod_path;
 use super::pod::{redacted, PodObjects};
 use crate::image::Images;
+use crate::runtime::manager::Runtime;
 use crate::spec::Pod;
 use crate::store::{PodRecord, Store};
 
@@ -26,6 +27,7 @@ pub struct Manager {
     store: Arc<Store>,
     objects: Arc<PodObjects>,
     images: Arc<Images>,
+    runtime: Arc<Runtime>,
     auth: Authorizer,
 }
 
@@ -34,12 +36,14 @@ impl Manager {
         store: Arc<Store>,
         objects: Arc<PodObjects>,
         images: Arc<Images>,
+        runtime: Arc<Runtime>,
         auth: Authorizer,
     ) -> Manager {
         Manager {
             store,
             objects,
             images,
+            runtime,
             auth,
         }
     }
@@ -66,6 +70,7 @@ struct PodView<'a> {
     created_ms: u64,
     updated_ms: u64,
     phase: &'a str,
+    status: serde_json::Value,
     spec: &'a Pod,
 }
 
@@ -112,20 +117,18 @@ impl Manager {
         } else {
             redacted(&record.spec)
         };
-        let phase = self
+        let (phase, status) = self
             .objects
-            .phases()
+            .observed(name)
             .await
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, phase)| phase)
-            .unwrap_or_else(|| super::pod::PHASE_PENDING.to_owned());
+            .unwrap_or_else(|| (super::pod::PHASE_PENDING.to_owned(), "{}".to_owned()));
         let view = PodView {
             name,
             generation: record.generation,
             created_ms: record.created_ms,
             updated_ms: record.updated_ms,
             phase: &phase,
+            status: serde_json::from_str(&status).unwrap_or(serde_json::Value::Null),
             spec: &spec,
         };
         Ok(serde_json::to_string(&view).expect("a pod view always serializes"))
@@ -249,4 +252,72 @@ impl Manager {
         done: u64,
         total: u64,
     ) -> zbus::Result<()>;
+
+    /// A container's output (CRI log records: `<time> <stream> <F|P>
+    /// <text>`) on the read end of a pipe: the last `tail` records (0 =
+    /// all), and with `follow` every later one until the container's output
+    /// ends or the reader closes the pipe. `container` may be empty for a
+    /// pod with one container.
+    #[zbus(out_args("log"))]
+    async fn logs(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        pod: &str,
+        container: &str,
+        follow: bool,
+        tail: u32,
+    ) -> Result<zbus::zvariant::OwnedFd, BusError> {
+        self.auth.check(&header, Action::ExecPods).await?;
+        let key = pod.to_owned();
+        let record = self
+            .with_store(move |store| store.get(&key))
+            .await?
+            .ok_or_else(|| BusError::pod_not_found(pod))?;
+        let container = super::pod::pick_container(&record.spec, container)?;
+        let path = self.runtime.log_path(pod, &container);
+        let sink = self.runtime.log_sink(pod, &container);
+        let fd = super::logs::stream(path, sink, tail as usize, follow)
+            .map_err(|e| BusError::Failed(format!("log pipe: {e}")))?;
+        Ok(fd.into())
+    }
+
+    /// Managed volumes: (pod, volume, bytes used).
+    #[zbus(out_args("volumes"))]
+    async fn list_volumes(&self) -> Result<Vec<(String, String, u64)>, BusError> {
+        let runtime = Arc::clone(&self.runtime);
+        let list = tokio::task::spawn_blocking(move || runtime.volumes().list())
+            .await
+            .map_err(|e| BusError::Failed(e.to_string()))?
+            .map_err(|e| BusError::Failed(e.to_string()))?;
+        Ok(list.into_iter().map(|v| (v.pod, v.volume, v.bytes)).collect())
+    }
+
+    /// Deletes a managed volume and its data. org.tank.Error.InUse while
+    /// its pod is declared with that volume.
+    async fn remove_volume(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        pod: &str,
+        volume: &str,
+    ) -> Result<(), BusError> {
+        self.auth.check(&header, Action::ManagePods).await?;
+        let key = pod.to_owned();
+        let declared = self
+            .with_store(move |store| store.get(&key))
+            .await?
+            .is_some_and(|r| r.spec.volumes.iter().any(|v| v.name == volume && v.source.is_none()));
+        self.runtime
+            .volumes()
+            .remove(pod, volume, declared)
+            .map_err(|e| match e {
+                crate::runtime::volumes::VolumeError::NotFound { .. } => BusError::NotFound(e.to_string()),
+                crate::runtime::volumes::VolumeError::InUse { .. } => BusError::InUse(e.to_string()),
+                crate::runtime::volumes::VolumeError::InvalidName(_) => {
+                    BusError::InvalidArgument(e.to_string())
+                }
+                other => BusError::Failed(other.to_string()),
+            })?;
+        log::info!("volume {pod}/{volume} removed");
+        Ok(())
+    }
 }

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod error;
 pub mod images;
+pub mod logs;
 pub mod manager;
 pub mod path;
 pub mod pod;

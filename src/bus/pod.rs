@@ -13,6 +13,7 @@ use zbus::Connection;
 
 use super::error::BusError;
 use super::path::pod_path;
+use crate::reconcile::status::PodStatus;
 use crate::spec::Pod;
 use crate::store::{PodRecord, Store};
 
@@ -23,6 +24,7 @@ pub const PHASE_PENDING: &str = "Pending";
 pub struct PodObject {
     record: PodRecord,
     phase: String,
+    status: String,
 }
 
 /// A copy of `pod` with every env value replaced, safe to show anyone.
@@ -61,6 +63,14 @@ impl PodObject {
     #[zbus(property)]
     fn phase(&self) -> String {
         self.phase.clone()
+    }
+
+    /// Observed status as JSON: phase, observed_generation, message, per
+    /// container state (waiting/running/terminated with reason, exit code,
+    /// times) and restart count, recent events.
+    #[zbus(property)]
+    fn status(&self) -> String {
+        self.status.clone()
     }
 
     /// When the pod was first applied (µs since the Unix epoch).
@@ -108,7 +118,17 @@ impl PodObjects {
                 None => {
                     let phase = PHASE_PENDING.to_owned();
                     exported.insert(name, (record.generation, phase.clone()));
-                    server.at(&path, PodObject { record, phase }).await?;
+                    let status = String::from("{}");
+                    server
+                        .at(
+                            &path,
+                            PodObject {
+                                record,
+                                phase,
+                                status,
+                            },
+                        )
+                        .await?;
                 }
                 Some((generation, _)) if *generation != record.generation => {
                     let generation = record.generation;
@@ -131,6 +151,52 @@ impl PodObjects {
         Ok(())
     }
 
+    /// Publishes the observed status of `pod` (PropertiesChanged for Phase
+    /// and Status). A pod that is not exported (deleted) is ignored.
+    pub async fn set_status(&self, pod: &str, status: &PodStatus) -> Result<(), BusError> {
+        let mut exported = self.exported.lock().await;
+        let Some(entry) = exported.get_mut(pod) else {
+            return Ok(());
+        };
+        let server = self.conn.object_server();
+        let iface: InterfaceRef<PodObject> = server.interface(&pod_path(pod)).await?;
+        let phase = status.phase.as_str().to_owned();
+        let json = status.to_json();
+        let (phase_changed, status_changed) = {
+            let mut object = iface.get_mut().await;
+            let changed = (object.phase != phase, object.status != json);
+            object.phase = phase.clone();
+            object.status = json;
+            changed
+        };
+        entry.1 = phase;
+        drop(exported);
+        let emitter = iface.signal_emitter();
+        let object = iface.get().await;
+        if phase_changed {
+            object.phase_changed(emitter).await?;
+        }
+        if status_changed {
+            object.status_changed(emitter).await?;
+        }
+        Ok(())
+    }
+
+    /// (phase, status JSON) of an exported pod.
+    pub async fn observed(&self, pod: &str) -> Option<(String, String)> {
+        if !self.exported.lock().await.contains_key(pod) {
+            return None;
+        }
+        let iface: InterfaceRef<PodObject> = self
+            .conn
+            .object_server()
+            .interface(&pod_path(pod))
+            .await
+            .ok()?;
+        let object = iface.get().await;
+        Some((object.phase.clone(), object.status.clone()))
+    }
+
     /// (name, phase) of every exported pod, ordered by name.
     pub async fn phases(&self) -> Vec<(String, String)> {
         let exported = self.exported.lock().await;
@@ -141,4 +207,23 @@ impl PodObjects {
         list.sort();
         list
     }
+}
+
+/// The container `name` of `pod`, or its only container when `name` is
+/// empty.
+pub fn pick_container(pod: &Pod, name: &str) -> Result<String, BusError> {
+    if name.is_empty() {
+        return match pod.containers.as_slice() {
+            [only] => Ok(only.name.clone()),
+            several => Err(BusError::InvalidArgument(format!(
+                "pod {:?} has {} containers: name one ({})",
+                pod.name,
+                several.len(),
+                several.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))),
+        };
+    }
+    pod.container(name)
+        .map(|c| c.name.clone())
+        .ok_or_else(|| BusError::NotFound(format!("pod {:?} has no container {name:?}", pod.name)))
 }

@@ -36,6 +36,34 @@ pub enum Command {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Show a container's output.
+    Logs {
+        pod: String,
+        /// The container (may be omitted when the pod has one).
+        #[arg(short = 'c', long = "container", default_value = "")]
+        container: String,
+        /// Keep streaming new output.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        tail: u32,
+        /// Show each line's time and stream.
+        #[arg(long)]
+        timestamps: bool,
+    },
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// List managed volumes.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Delete a managed volume and its data (POD/VOLUME).
+    Rm { volume: String },
 }
 
 #[derive(Debug, Subcommand)]

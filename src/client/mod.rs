@@ -109,7 +109,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                     let row = pod_row(
                         &name,
                         value["phase"].as_str().unwrap_or("?"),
-                        value["generation"].as_u64().unwrap_or(0),
+                        &value["status"],
                         value["created_ms"].as_u64().unwrap_or(0) * 1000,
                     );
                     print!("{}", output::table(POD_COLUMNS, &[row]));
@@ -125,18 +125,81 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             println!("pod/{name} deleted");
         }
         Command::Image(command) => images::run(&manager, command).await?,
+        Command::Logs {
+            pod,
+            container,
+            follow,
+            tail,
+            timestamps,
+        } => {
+            let fd = manager.logs(&pod, &container, follow, tail).await?;
+            let fd: std::os::fd::OwnedFd = fd.into();
+            tokio::task::spawn_blocking(move || print_log(fd, timestamps))
+                .await
+                .map_err(|e| ClientError::Reply(e.to_string()))?
+                .map_err(|e| ClientError::Reply(format!("reading the log: {e}")))?;
+        }
+        Command::Volume(cli::VolumeCommand::Ls) => {
+            let rows: Vec<Vec<String>> = manager
+                .list_volumes()
+                .await?
+                .into_iter()
+                .map(|(pod, volume, bytes)| vec![pod, volume, images::human_bytes(bytes)])
+                .collect();
+            print!("{}", output::table(&["POD", "VOLUME", "SIZE"], &rows));
+        }
+        Command::Volume(cli::VolumeCommand::Rm { volume }) => {
+            let Some((pod, name)) = volume.split_once('/') else {
+                return Err(ClientError::Input(format!(
+                    "{volume:?}: name a volume as POD/VOLUME"
+                )));
+            };
+            manager.remove_volume(pod, name).await?;
+            println!("volume {volume} removed");
+        }
     }
     Ok(())
 }
 
-const POD_COLUMNS: &[&str] = &["NAME", "PHASE", "GENERATION", "AGE"];
+/// Copies log records from `fd` to stdout, as text or with their times.
+fn print_log(fd: std::os::fd::OwnedFd, timestamps: bool) -> std::io::Result<()> {
+    use std::io::{BufRead, Write};
+    let reader = std::io::BufReader::new(std::fs::File::from(fd));
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for line in reader.lines() {
+        let line = line?;
+        let written = if timestamps {
+            writeln!(out, "{line}")
+        } else {
+            out.write_all(crate::runtime::logs::record_text(&line).as_bytes())
+        };
+        match written {
+            Ok(()) => out.flush()?,
+            // The reader of our stdout went away (e.g. `| head`).
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
 
-fn pod_row(name: &str, phase: &str, generation: u64, created_us: u64) -> Vec<String> {
+const POD_COLUMNS: &[&str] = &["NAME", "PHASE", "READY", "RESTARTS", "STATUS", "AGE", "IPS"];
+
+fn pod_row(name: &str, phase: &str, status: &serde_json::Value, created_us: u64) -> Vec<String> {
+    let summary = output::StatusSummary::of(status);
     vec![
         name.to_owned(),
         phase.to_owned(),
-        generation.to_string(),
+        format!("{}/{}", summary.ready, summary.total),
+        summary.restarts.to_string(),
+        summary.state,
         output::age(created_us),
+        if summary.ips.is_empty() {
+            "-".to_owned()
+        } else {
+            summary.ips.join(",")
+        },
     ]
 }
 
@@ -158,10 +221,12 @@ async fn list_rows(conn: &Connection) -> Result<Vec<Vec<String>>, ClientError> {
                 .map(|(_, props)| props)
         })
         .map(|props| {
+            let status = serde_json::from_str(&prop_string(props, "Status"))
+                .unwrap_or(serde_json::Value::Null);
             pod_row(
                 &prop_string(props, "Name"),
                 &prop_string(props, "Phase"),
-                prop_u64(props, "Generation"),
+                &status,
                 prop_u64(props, "CreatedTimestamp"),
             )
         })

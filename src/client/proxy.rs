@@ -23,6 +23,15 @@ pub trait Manager {
     fn remove_image(&self, reference: &str) -> zbus::Result<()>;
     fn prune_images(&self) -> zbus::Result<(Vec<String>, u64)>;
     fn import_image(&self, archive: zbus::zvariant::Fd<'_>) -> zbus::Result<Vec<String>>;
+    fn logs(
+        &self,
+        pod: &str,
+        container: &str,
+        follow: bool,
+        tail: u32,
+    ) -> zbus::Result<zbus::zvariant::OwnedFd>;
+    fn list_volumes(&self) -> zbus::Result<Vec<(String, String, u64)>>;
+    fn remove_volume(&self, pod: &str, volume: &str) -> zbus::Result<()>;
     #[zbus(signal)]
     fn pull_progress(
         &self,

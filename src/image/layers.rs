@@ -72,6 +72,9 @@ impl LayerStore {
             self.counter.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
+        // A layer without a `./` entry leaves the root's mode to us.
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .map_err(|e| ImageError::io(&tmp, e))?;
         let result = (|| {
             let file = std::fs::File::open(blob).map_err(|e| ImageError::io(blob, e))?;
             unpack_layer(BufReader::with_capacity(1 << 20, file), compression, &tmp)

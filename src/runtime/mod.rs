@@ -10,4 +10,7 @@
 pub mod plan;
 pub mod cgroup;
 pub mod init;
+pub mod logs;
+pub mod manager;
 pub mod spawn;
+pub mod volumes;

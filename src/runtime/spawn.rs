@@ -1,1 +1,692 @@
-//! (being written)
+//! The host side of a container start: `clone3` into new namespaces, the
+//! ready checkpoint, and the pidfd the container's PID 1 is watched through.
+//!
+//! [`Spawner::spawn`] prepares everything first (argv, the serialized
+//! [`InitPlan`] in a sealed memfd, a `SOCK_SEQPACKET` socketpair for the
+//! sync protocol, every fd the child needs duplicated above the range it
+//! will be moved into), then calls `clone3(CLONE_NEWPID | CLONE_NEWNS |
+//! CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD)` without `CLONE_VM` (fork
+//! semantics: the child is a copy of the calling thread only). The child
+//! performs raw, async-signal-safe system calls only — `dup2` the fds into
+//! place (0, 1, 2 stdio, 3 plan, 4 sync), `setsid` (+ `TIOCSCTTY` for a
+//! tty), mark every other fd close-on-exec — and `execveat`s the tankd binary
+//! held open since daemon start ([`Spawner::new`]; cf. CVE-2019-5736) in its
+//! hidden init mode ([`super::init`]). It never allocates nor takes a lock.
+//!
+//! The protocol on the sync socket (one JSON [`SyncMessage`] per packet):
+//! init sends `Ready` once it has joined the pod netns; tankd calls `place`
+//! with the child's pid (the caller puts it in its cgroup) and sends `Go`;
+//! init then builds the container and `execve`s the workload, which closes
+//! its end of the socket (close-on-exec): EOF means "started". Any failure
+//! of the init stage arrives as `Error(message)` instead. A child that dies
+//! without a word is reported with its exit status. On every host-side
+//! failure — and when the `spawn` future is dropped half-way — the child is
+//! SIGKILLed and reaped: no leaked process, no zombie.
+//!
+//! Exits are observed with [`wait_exit`]: the pidfd becomes readable when
+//! the process exits, then `waitid(P_PIDFD)` reaps it. No SIGCHLD handler,
+//! no polling, no pid reuse races.
+#![allow(unsafe_code)]
+
+use std::ffi::CStr;
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Seek, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::stat::Mode;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use super::init::INIT_ARG;
+use super::plan::{InitPlan, SyncMessage};
+
+/// The largest sync message accepted (an error message is a line of text).
+pub(crate) const MAX_SYNC_MESSAGE: usize = 64 * 1024;
+
+/// Every fd handed to the child is first duplicated to at least this
+/// number, so that moving them into 0..=4 can never overwrite one another.
+const HIGH_FD: RawFd = 10;
+
+/// How long a child that closed the sync socket before the checkpoint may
+/// take to actually exit before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// The container's fds 0, 1, 2.
+#[derive(Debug)]
+pub struct Stdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    /// `stdin` is a pty slave: make it the controlling terminal of the
+    /// container's session (`setsid` + `TIOCSCTTY`).
+    pub tty: bool,
+}
+
+/// A started container: its PID 1 (host pid) and a pidfd for it.
+#[derive(Debug)]
+pub struct Started {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// `exit(code)`.
+    Exited(i32),
+    /// Killed by this signal number.
+    Signaled(i32),
+}
+
+impl fmt::Display for ExitStatus {
+    /// `exited N` / `signaled N` (the format of the status pipe).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Exited(code) => write!(f, "exited {code}"),
+            ExitStatus::Signaled(signal) => write!(f, "signaled {signal}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The init stage's own message, e.g. `mount /var/lib/app: ENOENT (No
+    /// such file or directory)`.
+    #[error("{0}")]
+    Init(String),
+    /// The child exited (or was killed) without reporting anything.
+    #[error("the container's init stage {status} {when}")]
+    Died {
+        status: ExitStatus,
+        when: &'static str,
+    },
+    /// The `place` callback refused the child.
+    #[error("placing the container's process: {0}")]
+    Place(String),
+    /// Host-side preparation failed (memfd, socketpair, fds, ...).
+    #[error("{what}: {source}")]
+    Host {
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("clone3: {0}")]
+    Clone(Errno),
+    /// The sync protocol was violated.
+    #[error("sync protocol: {0}")]
+    Protocol(String),
+    #[error("waiting for the process: {0}")]
+    Wait(Errno),
+    #[error("signaling the process: {0}")]
+    Signal(Errno),
+}
+
+impl SpawnError {
+    fn host(what: &'static str) -> impl FnOnce(Errno) -> SpawnError {
+        move |e| SpawnError::Host {
+            what,
+            source: e.into(),
+        }
+    }
+}
+
+/// Starts containers from one tankd binary held open for the daemon's
+/// whole life.
+#[derive(Debug)]
+pub struct Spawner {
+    exe: OwnedFd,
+}
+
+impl Spawner {
+    /// Opens `/proc/self/exe` now (call it once, at daemon start): later
+    /// containers run this very binary even if the file on disk is replaced.
+    pub fn new() -> Result<Spawner, SpawnError> {
+        Self::with_exe(Path::new("/proc/self/exe"))
+    }
+
+    /// A spawner running `path` as the init stage (tests: the tankd binary).
+    pub fn with_exe(path: &Path) -> Result<Spawner, SpawnError> {
+        let exe = nix::fcntl::open(path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(SpawnError::host("opening the tankd binary"))?;
+        Ok(Spawner { exe })
+    }
+
+    /// Starts a container: `clone3` + exec of tankd's init stage in new
+    /// PID, mount, UTS and IPC namespaces. `stdio` become the container's
+    /// fds 0, 1, 2. `place` is called at the ready checkpoint with the
+    /// child's host pid (the caller puts it in its cgroup there); then the
+    /// init stage goes on. Returns once the workload is exec'd, or with the
+    /// init stage's error. On any error the child is killed and reaped.
+    ///
+    /// No timeout of its own: wrap it in `tokio::time::timeout`; dropping
+    /// the future kills and reaps the child.
+    pub async fn spawn(
+        &self,
+        plan: &InitPlan,
+        stdio: Stdio,
+        place: impl FnOnce(u32) -> Result<(), String> + Send,
+    ) -> Result<Started, SpawnError> {
+        let (prepared, sync) = Prepared::new(&self.exe, plan, stdio)?;
+        let child = tokio::task::spawn_blocking(move || prepared.clone_child())
+            .await
+            .map_err(|e| SpawnError::Host {
+                what: "the clone task",
+                source: io::Error::other(e.to_string()),
+            })??;
+        match checkpoint(&child, sync, place).await {
+            Ok(()) => Ok(child.into_started()),
+            Err(e) => {
+                child.kill_and_reap().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The ready checkpoint, from the host side.
+async fn checkpoint(
+    child: &Child,
+    sync: OwnedFd,
+    place: impl FnOnce(u32) -> Result<(), String>,
+) -> Result<(), SpawnError> {
+    fcntl(&sync, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+        .map_err(SpawnError::host("the sync socket"))?;
+    let sync = register(sync).map_err(|source| SpawnError::Host {
+        what: "registering the sync socket",
+        source,
+    })?;
+
+    match recv_message(&sync).await? {
+        Some(SyncMessage::Ready) => {}
+        Some(SyncMessage::Error(message)) => return Err(SpawnError::Init(message)),
+        Some(other) => {
+            return Err(SpawnError::Protocol(format!(
+                "expected ready, got {other:?}"
+            )))
+        }
+        None => return Err(died(child, "before the ready checkpoint").await),
+    }
+
+    place(child.pid).map_err(SpawnError::Place)?;
+
+    let go = serde_json::to_vec(&SyncMessage::Go).map_err(|e| SpawnError::Host {
+        what: "encoding go",
+        source: e.into(),
+    })?;
+    match send(sync.get_ref().as_raw_fd(), &go, MsgFlags::MSG_NOSIGNAL) {
+        Ok(_) => {}
+        Err(Errno::EPIPE | Errno::ECONNRESET) => {
+            return Err(died(child, "at the ready checkpoint").await)
+        }
+        Err(e) => return Err(SpawnError::host("sending go")(e)),
+    }
+
+    match recv_message(&sync).await? {
+        // Close-on-exec closed init's end: the workload runs.
+        None => Ok(()),
+        Some(SyncMessage::Error(message)) => Err(SpawnError::Init(message)),
+        Some(other) => Err(SpawnError::Protocol(format!(
+            "expected the exec, got {other:?}"
+        ))),
+    }
+}
+
+/// The child closed the sync socket without a word: wait (briefly) for its
+/// exit status.
+async fn died(child: &Child, when: &'static str) -> SpawnError {
+    match tokio::time::timeout(EXIT_GRACE, wait_exit(child.pidfd())).await {
+        Ok(Ok(status)) => SpawnError::Died { status, when },
+        Ok(Err(e)) => e,
+        Err(_) => SpawnError::Protocol(format!(
+            "the init stage closed the sync socket {when} but did not exit"
+        )),
+    }
+}
+
+/// One message, or `None` at EOF.
+async fn recv_message(sync: &AsyncFd<OwnedFd>) -> Result<Option<SyncMessage>, SpawnError> {
+    let mut buf = vec![0u8; MAX_SYNC_MESSAGE];
+    let n = loop {
+        let mut guard = sync.readable().await.map_err(|source| SpawnError::Host {
+            what: "waiting on the sync socket",
+            source,
+        })?;
+        let result = guard.try_io(|fd| {
+            recv(fd.get_ref().as_raw_fd(), &mut buf, MsgFlags::MSG_TRUNC).map_err(io::Error::from)
+        });
+        match result {
+            Ok(Ok(n)) => break n,
+            Ok(Err(e)) if e.raw_os_error() == Some(libc::ECONNRESET) => break 0,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(Err(source)) => {
+                return Err(SpawnError::Host {
+                    what: "reading the sync socket",
+                    source,
+                })
+            }
+            Err(_would_block) => continue,
+        }
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    if n > buf.len() {
+        return Err(SpawnError::Protocol(format!(
+            "a message of {n} bytes (at most {MAX_SYNC_MESSAGE})"
+        )));
+    }
+    serde_json::from_slice(&buf[..n])
+        .map(Some)
+        .map_err(|e| SpawnError::Protocol(format!("undecodable message: {e}")))
+}
+
+/// Waits for the process behind `pidfd` to exit and reaps it: the pidfd
+/// becomes readable on exit (tokio `AsyncFd`), then `waitid(P_PIDFD,
+/// WEXITED)`. Only the process's parent (tankd) can reap it.
+pub async fn wait_exit(pidfd: &OwnedFd) -> Result<ExitStatus, SpawnError> {
+    // A private duplicate to register: epoll keys on the fd number, so
+    // several waiters on one pidfd do not collide.
+    let watch = dup_cloexec(pidfd.as_fd(), 0).map_err(SpawnError::Wait)?;
+    let watch = register(watch)
+        .map_err(|e| SpawnError::Wait(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+    loop {
+        let mut guard = watch.readable().await.map_err(|e| {
+            SpawnError::Wait(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+        })?;
+        match reap(pidfd.as_fd(), libc::WNOHANG) {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) => guard.clear_ready(),
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(SpawnError::Wait(e)),
+        }
+    }
+}
+
+/// `waitid(P_PIDFD, fd, WEXITED | extra)`: the status, or `None` if the
+/// process still runs (with `WNOHANG`).
+fn reap(pidfd: BorrowedFd<'_>, extra: libc::c_int) -> Result<Option<ExitStatus>, Errno> {
+    // SAFETY: siginfo_t is plain old data; all-zero is a valid value (and
+    // the si_pid == 0 that WNOHANG leaves when nothing has exited).
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes into `info`, a valid siginfo_t we own; the fd
+    // is a live pidfd borrowed for the call.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED | extra,
+        )
+    };
+    if rc < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: waitid filled `info` for a child-state change (or left it
+    // zeroed); si_pid/si_status are the fields of that union member.
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return Ok(None);
+    }
+    Ok(Some(match info.si_code {
+        libc::CLD_EXITED => ExitStatus::Exited(status),
+        _ => ExitStatus::Signaled(status),
+    }))
+}
+
+/// Sends `signal` to the process behind `pidfd` (`pidfd_send_signal`): no
+/// pid reuse race. A process that already exited gives `ESRCH`.
+pub fn send_signal(pidfd: &OwnedFd, signal: Signal) -> Result<(), SpawnError> {
+    raw_send_signal(pidfd.as_fd(), signal as libc::c_int).map_err(SpawnError::Signal)
+}
+
+fn raw_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> Result<(), Errno> {
+    // SAFETY: pidfd_send_signal(pidfd, sig, NULL, 0) reads no memory (the
+    // siginfo pointer is NULL); the fd is borrowed for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Registers `fd` with tokio's reactor for readability.
+fn register(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd is a valid open descriptor that stays open, and
+    // keeps returning the same number, until the AsyncFd owning it drops.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| e.into_parts().1)
+}
+
+/// `fcntl(F_DUPFD_CLOEXEC, min)`.
+fn dup_cloexec(fd: BorrowedFd<'_>, min: RawFd) -> Result<OwnedFd, Errno> {
+    let raw = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(min))?;
+    // SAFETY: fcntl just returned this new descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+// --- the child process ---------------------------------------------------------
+
+/// A cloned child not yet handed to the caller: killed and reaped when
+/// dropped (a host-side error, or the spawn future dropped).
+struct Child {
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Child {
+    fn pidfd(&self) -> &OwnedFd {
+        // Only `into_started` and `kill_and_reap` take it, both consuming.
+        self.pidfd
+            .as_ref()
+            .expect("pidfd present until the child is consumed")
+    }
+
+    fn into_started(mut self) -> Started {
+        let pidfd = self.pidfd.take().expect("pidfd present");
+        Started {
+            pid: self.pid,
+            pidfd,
+        }
+    }
+
+    /// SIGKILL and reap without blocking the runtime. Idempotent: an
+    /// already exited (`ESRCH`) or reaped (`ECHILD`) child is fine.
+    async fn kill_and_reap(mut self) {
+        if let Some(pidfd) = self.pidfd.take() {
+            let _ = raw_send_signal(pidfd.as_fd(), libc::SIGKILL);
+            let _ = wait_exit(&pidfd).await;
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let Some(pidfd) = self.pidfd.take() else {
+            return;
+        };
+        let _ = raw_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        // SIGKILLed: the exit is imminent; reap it off the async threads.
+        let reap_blocking = move || {
+            let _ = reap(pidfd.as_fd(), 0);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn_blocking(reap_blocking);
+            }
+            Err(_) => reap_blocking(),
+        }
+    }
+}
+
+/// `struct clone_args` of `clone3(2)` (v2, with `set_tid` and `cgroup`);
+/// libc has no definition of it for glibc on every architecture.
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const ARGV0: &CStr = c"tank-init";
+const INIT_ARG_C: &CStr = c"--tank-init";
+
+/// Everything the child needs, prepared (allocated, opened) before the
+/// clone. Dropping it closes the parent's copies of the child's fds.
+struct Prepared {
+    exe: OwnedFd,
+    /// In the order of the child's fds 0..=4: stdin, stdout, stderr, plan,
+    /// sync. All numbered >= HIGH_FD.
+    fds: [OwnedFd; 5],
+    tty: bool,
+}
+
+impl Prepared {
+    /// Also returns tankd's end of the sync socket.
+    fn new(
+        exe: &OwnedFd,
+        plan: &InitPlan,
+        stdio: Stdio,
+    ) -> Result<(Prepared, OwnedFd), SpawnError> {
+        debug_assert_eq!(INIT_ARG_C.to_bytes(), INIT_ARG.as_bytes());
+        let json = serde_json::to_vec(plan).map_err(|e| SpawnError::Host {
+            what: "encoding the init plan",
+            source: e.into(),
+        })?;
+        let plan_fd = plan_memfd(&json)?;
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(SpawnError::host("creating the sync socketpair"))?;
+        let high = |fd: &OwnedFd| {
+            dup_cloexec(fd.as_fd(), HIGH_FD).map_err(SpawnError::host("duplicating an fd"))
+        };
+        let prepared = Prepared {
+            exe: high(exe)?,
+            fds: [
+                high(&stdio.stdin)?,
+                high(&stdio.stdout)?,
+                high(&stdio.stderr)?,
+                high(&plan_fd)?,
+                high(&theirs)?,
+            ],
+            tty: stdio.tty,
+        };
+        Ok((prepared, ours))
+    }
+
+    /// Runs on a blocking thread: clone3, and exec in the child.
+    fn clone_child(self) -> Result<Child, SpawnError> {
+        let argv: [*const libc::c_char; 3] =
+            [ARGV0.as_ptr(), INIT_ARG_C.as_ptr(), std::ptr::null()];
+        let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+        let fds: [RawFd; 5] = [
+            self.fds[0].as_raw_fd(),
+            self.fds[1].as_raw_fd(),
+            self.fds[2].as_raw_fd(),
+            self.fds[3].as_raw_fd(),
+            self.fds[4].as_raw_fd(),
+        ];
+        let child_args = ChildArgs {
+            fds,
+            exe: self.exe.as_raw_fd(),
+            tty: self.tty,
+            argv: argv.as_ptr(),
+            envp: envp.as_ptr(),
+        };
+        let mut pidfd: libc::c_int = -1;
+        let args = CloneArgs {
+            flags: (libc::CLONE_NEWPID
+                | libc::CLONE_NEWNS
+                | libc::CLONE_NEWUTS
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_PIDFD) as u64,
+            pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
+            exit_signal: libc::SIGCHLD as u64,
+            ..CloneArgs::default()
+        };
+
+        // Block every signal across the clone: no handler of the daemon may
+        // run in the child before its exec (the mask survives the exec; the
+        // init stage clears it right before exec'ing the workload).
+        let mut old_mask = SigSet::empty();
+        pthread_sigmask(
+            SigmaskHow::SIG_SETMASK,
+            Some(&SigSet::all()),
+            Some(&mut old_mask),
+        )
+        .map_err(SpawnError::host("blocking signals"))?;
+        // SAFETY: clone3 with a valid, fully initialised clone_args of the
+        // size passed, without CLONE_VM: the child gets a copy-on-write copy
+        // of this thread's memory (fork semantics) and `pidfd` is written in
+        // the parent. The child only runs `child_after_clone`.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                std::ptr::addr_of!(args),
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if ret == 0 {
+            // SAFETY: we are the freshly cloned child; `child_args` points
+            // into our own (copied) stack and static data, all valid.
+            unsafe { child_after_clone(&child_args) }
+        }
+        let clone_errno = Errno::last();
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None);
+        if ret < 0 {
+            return Err(SpawnError::Clone(clone_errno));
+        }
+        // SAFETY: CLONE_PIDFD stored a new pidfd (O_CLOEXEC) that we own.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        Ok(Child {
+            pid: ret as u32,
+            pidfd: Some(pidfd),
+        })
+        // `self` is dropped here: the parent's copies of the child's fds
+        // close, so the sync socket sees EOF once the child's copy closes.
+    }
+}
+
+/// A sealed memfd holding the plan, positioned at its start.
+fn plan_memfd(json: &[u8]) -> Result<OwnedFd, SpawnError> {
+    let fd = memfd_create(
+        c"tank-init-plan",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(SpawnError::host("creating the plan memfd"))?;
+    let mut file = File::from(fd);
+    let written = file.write_all(json).and_then(|()| file.rewind());
+    written.map_err(|source| SpawnError::Host {
+        what: "writing the plan memfd",
+        source,
+    })?;
+    let fd = OwnedFd::from(file);
+    let seals = SealFlag::F_SEAL_SEAL
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE;
+    fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).map_err(SpawnError::host("sealing the plan memfd"))?;
+    Ok(fd)
+}
+
+/// What the child reads, all prepared by the parent.
+struct ChildArgs {
+    fds: [RawFd; 5],
+    exe: RawFd,
+    tty: bool,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+}
+
+/// The child between clone3 and exec: raw async-signal-safe system calls
+/// only, no allocation, no locks, no panics. Exit status 126: setting up
+/// the fds failed; 127: the exec failed.
+///
+/// # Safety
+/// Must only be called in the child right after clone3 (fork semantics),
+/// with `args` valid.
+unsafe fn child_after_clone(args: &ChildArgs) -> ! {
+    // Every source fd is >= HIGH_FD and every target < HIGH_FD, so no dup2
+    // clobbers a source still needed. dup2 clears close-on-exec on the copy.
+    for (target, &src) in (0..).zip(args.fds.iter()) {
+        // SAFETY: plain system calls on fds of this process.
+        if unsafe { libc::dup2(src, target) } < 0 {
+            // SAFETY: _exit is async-signal-safe and never returns.
+            unsafe { libc::_exit(126) }
+        }
+    }
+    // A session of its own (detached from tankd's process group and
+    // terminal); with a tty, the pty slave on fd 0 becomes its controlling
+    // terminal.
+    // SAFETY: setsid/ioctl(TIOCSCTTY) touch no memory of ours.
+    if unsafe { libc::setsid() } < 0
+        || (args.tty && unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0)
+    {
+        // SAFETY: as above.
+        unsafe { libc::_exit(126) }
+    }
+    // Everything else (the daemon's fds, the >= HIGH_FD copies, the exe)
+    // closes at the exec. Failure (an old kernel) is tolerable: the daemon's
+    // fds are close-on-exec already.
+    let first: libc::c_uint = 5;
+    // SAFETY: close_range with the CLOEXEC flag only changes fd flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    // SAFETY: argv/envp are NULL-terminated arrays of NUL-terminated
+    // strings prepared before the clone; "" with AT_EMPTY_PATH executes the
+    // file `exe` refers to.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            args.exe,
+            c"".as_ptr(),
+            args.argv,
+            args.envp,
+            libc::AT_EMPTY_PATH,
+        );
+        libc::_exit(127)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_display() {
+        assert_eq!(ExitStatus::Exited(3).to_string(), "exited 3");
+        assert_eq!(ExitStatus::Signaled(9).to_string(), "signaled 9");
+        let e = SpawnError::Died {
+            status: ExitStatus::Exited(127),
+            when: "before the ready checkpoint",
+        };
+        assert_eq!(
+            e.to_string(),
+            "the container's init stage exited 127 before the ready checkpoint"
+        );
+    }
+
+    #[test]
+    fn clone_args_is_the_v2_struct() {
+        // CLONE_ARGS_SIZE_VER2 = 88 bytes.
+        assert_eq!(std::mem::size_of::<CloneArgs>(), 88);
+    }
+
+    #[test]
+    fn init_arg_matches() {
+        assert_eq!(INIT_ARG_C.to_str().unwrap(), INIT_ARG);
+    }
+}

@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, AtFlags, OFlag};
@@ -239,7 +239,7 @@ impl Unpacker {
         let target_dir = if target_parent.is_empty() {
             self.root.clone()
         } else {
-            Rc::new(
+            Arc::new(
                 open_in_root(
                     &self.root,
                     target_parent,

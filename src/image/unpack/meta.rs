@@ -22,11 +22,11 @@ impl Meta {
         raw: &[u8],
     ) -> Result<Meta, UnpackError> {
         let header = entry.header();
-        let bad = |what: &str, e: io::Error| invalid(raw, format!("bad {what} in header: {e}"));
-        let uid = header.uid().map_err(|e| bad("uid", e))?;
-        let gid = header.gid().map_err(|e| bad("gid", e))?;
-        let mode = header.mode().map_err(|e| bad("mode", e))? & 0o7777;
-        let mtime = header.mtime().map_err(|e| bad("mtime", e))?;
+        let old = header.as_old();
+        let uid = numeric(&old.uid, header.uid(), "uid", raw)?;
+        let gid = numeric(&old.gid, header.gid(), "gid", raw)?;
+        let mode = (numeric(&old.mode, header.mode().map(u64::from), "mode", raw)? & 0o7777) as u32;
+        let mtime = numeric(&old.mtime, header.mtime(), "mtime", raw)?;
         let uid = u32::try_from(uid).map_err(|_| invalid(raw, format!("uid {uid} too large")))?;
         let gid = u32::try_from(gid).map_err(|_| invalid(raw, format!("gid {gid} too large")))?;
         let mut meta = Meta {
@@ -62,6 +62,21 @@ impl Meta {
             }
         }
         Ok(meta)
+    }
+}
+
+/// A numeric header field. An empty one (all NUL or space) reads as 0, as
+/// Go's archive/tar (which wrote and reads most layers) has it.
+fn numeric(
+    field: &[u8],
+    parsed: io::Result<u64>,
+    what: &str,
+    raw: &[u8],
+) -> Result<u64, UnpackError> {
+    match parsed {
+        Ok(value) => Ok(value),
+        Err(_) if field.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        Err(e) => Err(invalid(raw, format!("bad {what} in header: {e}"))),
     }
 }
 

@@ -66,7 +66,11 @@ impl Fixture {
         let before = self.snapshot();
         let passwd = describe(Path::new("/etc/passwd"));
         let result = self.unpack(layer);
-        assert_eq!(self.snapshot(), before, "something outside the root changed");
+        assert_eq!(
+            self.snapshot(),
+            before,
+            "something outside the root changed"
+        );
         assert_eq!(describe(Path::new("/etc/passwd")), passwd);
         result
     }
@@ -400,6 +404,26 @@ fn pax_records_give_long_names_big_ids_and_subsecond_mtimes() {
 }
 
 #[test]
+fn empty_numeric_header_fields_read_as_zero() {
+    require_root!();
+    let fx = Fixture::new();
+    let mut header = Header::new_gnu();
+    header.set_entry_type(EntryType::Regular);
+    header.set_path("f").unwrap();
+    header.set_mode(0o644);
+    header.set_size(1);
+    header.as_old_mut().uid = [0; 8];
+    header.as_old_mut().gid = *b"       \0";
+    header.as_old_mut().mtime = [0; 12];
+    header.set_cksum();
+    let mut builder = Builder::new(Vec::new());
+    builder.append(&header, &b"x"[..]).unwrap();
+    fx.unpack(&builder.into_inner().unwrap()).unwrap();
+    let m = meta(&fx.path("f"));
+    assert_eq!((m.uid(), m.gid(), m.mtime()), (0, 0, 0));
+}
+
+#[test]
 fn hard_link_inside_the_layer_shares_the_inode() {
     require_root!();
     let fx = Fixture::new();
@@ -522,7 +546,10 @@ fn xattrs_kept_but_overlay_and_security_labels_dropped() {
         ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
         ("SCHILY.xattr.trusted.overlay.redirect", b"/etc"),
         ("SCHILY.xattr.user.overlay.opaque", b"y"),
-        ("SCHILY.xattr.security.selinux", b"system_u:object_r:bin_t:s0"),
+        (
+            "SCHILY.xattr.security.selinux",
+            b"system_u:object_r:bin_t:s0",
+        ),
         ("SCHILY.xattr.security.capability", &cap),
         ("SCHILY.xattr.user.note", b"hello"),
     ];
@@ -559,10 +586,7 @@ fn xattrs_kept_but_overlay_and_security_labels_dropped() {
             "user.overlay.opaque",
             "security.selinux",
         ] {
-            assert!(
-                !names.iter().any(|n| n == dropped),
-                "{dropped} on {path:?}"
-            );
+            assert!(!names.iter().any(|n| n == dropped), "{dropped} on {path:?}");
         }
     }
     assert_eq!(
@@ -707,7 +731,10 @@ fn multi_member_gzip_and_multi_frame_zstd() {
     let mut gz = gzip(a);
     gz.extend(gzip(b));
     let fx = Fixture::new();
-    check_sample(&fx, unpack_layer(&gz[..], Compression::Gzip, &fx.root).unwrap());
+    check_sample(
+        &fx,
+        unpack_layer(&gz[..], Compression::Gzip, &fx.root).unwrap(),
+    );
 
     // Two frames with a skippable frame between them.
     let mut zst = zstd(a);
@@ -716,7 +743,10 @@ fn multi_member_gzip_and_multi_frame_zstd() {
     zst.extend_from_slice(b"skip!");
     zst.extend(zstd(b));
     let fx = Fixture::new();
-    check_sample(&fx, unpack_layer(&zst[..], Compression::Zstd, &fx.root).unwrap());
+    check_sample(
+        &fx,
+        unpack_layer(&zst[..], Compression::Zstd, &fx.root).unwrap(),
+    );
 }
 
 #[test]
@@ -765,7 +795,10 @@ fn thousands_of_small_files() {
                 .unwrap()
                 .parse()
                 .unwrap();
-            assert_eq!(fs::read(entry.path()).unwrap(), format!("{d}-{f}").as_bytes());
+            assert_eq!(
+                fs::read(entry.path()).unwrap(),
+                format!("{d}-{f}").as_bytes()
+            );
             count += 1;
         }
     }
@@ -795,8 +828,8 @@ fn media_types() {
     ] {
         assert_eq!(Compression::from_media_type(media_type).unwrap(), want);
     }
-    let err = Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+bzip2")
-        .unwrap_err();
+    let err =
+        Compression::from_media_type("application/vnd.oci.image.layer.v1.tar+bzip2").unwrap_err();
     assert_eq!(
         err.to_string(),
         "unsupported layer media type \"application/vnd.oci.image.layer.v1.tar+bzip2\""
@@ -853,7 +886,12 @@ fn name_normalization() {
 #[test]
 fn dotdot_names_are_refused() {
     require_root!();
-    for name in ["../escape", "a/../../escape", "../outside/keep", "./../../x"] {
+    for name in [
+        "../escape",
+        "a/../../escape",
+        "../outside/keep",
+        "./../../x",
+    ] {
         let fx = Fixture::new();
         let layer = Layer::new().file(name, b"pwned").build();
         let err = fx.unpack_hostile(&layer).unwrap_err();
@@ -889,7 +927,11 @@ fn write_through_absolute_symlink_is_refused() {
         .file("evil/pwned", b"x")
         .build();
     let err = fx.unpack_hostile(&layer).unwrap_err();
-    assert!(err.to_string().starts_with("layer entry \"evil/pwned\": mkdirat \"evil\""), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("layer entry \"evil/pwned\": mkdirat \"evil\""),
+        "{err}"
+    );
 
     // Same, as a directory entry and as a whiteout.
     for second in ["evil/sub/", "evil/.wh.keep", "evil/.wh..wh..opq"] {
@@ -1021,7 +1063,10 @@ fn hard_links_to_outside_files_are_refused() {
         let fx = Fixture::new();
         let layer = Layer::new().hard_link("passwd", &target).build();
         let err = fx.unpack_hostile(&layer).unwrap_err();
-        assert!(err.to_string().starts_with("layer entry \"passwd\""), "{err}");
+        assert!(
+            err.to_string().starts_with("layer entry \"passwd\""),
+            "{err}"
+        );
     }
     // Through a symlinked directory: resolved inside the root.
     let layer = Layer::new()
@@ -1056,7 +1101,10 @@ fn whiteouts_escaping_their_directory_are_refused_or_contained() {
         let fx = Fixture::new();
         let layer = Layer::new().dir("a/").file(name, b"").build();
         let err = fx.unpack_hostile(&layer).unwrap_err();
-        assert!(err.to_string().contains("whiteout of an invalid name"), "{err}");
+        assert!(
+            err.to_string().contains("whiteout of an invalid name"),
+            "{err}"
+        );
     }
     // `.wh.` in a non-final component is an ordinary directory name.
     let fx = Fixture::new();
@@ -1065,9 +1113,7 @@ fn whiteouts_escaping_their_directory_are_refused_or_contained() {
     assert!(meta(&fx.path("a/.wh.../x")).is_file());
     // A whiteout named like an outside path stays inside.
     let fx = Fixture::new();
-    let layer = Layer::new()
-        .file("../outside/.wh.keep", b"")
-        .build();
+    let layer = Layer::new().file("../outside/.wh.keep", b"").build();
     fx.unpack_hostile(&layer).unwrap_err();
     let fx = Fixture::new();
     let name = format!("{}/.wh.keep", fx.outside_name());
@@ -1110,14 +1156,18 @@ fn bench_unpack_from_env() {
     } else {
         Compression::None
     };
-    // TANK_UNPACK_BENCH_DIR: where to unpack (default /var/tmp).
+    // TANK_UNPACK_INTO: an empty directory to unpack into and keep (for
+    // inspection); else a temporary one under TANK_UNPACK_BENCH_DIR
+    // (default /var/tmp).
     let base = std::env::var_os("TANK_UNPACK_BENCH_DIR").unwrap_or("/var/tmp".into());
     let dir = tempfile::Builder::new()
         .prefix("tank-unpack-bench-")
         .tempdir_in(base)
         .unwrap();
+    let into = std::env::var_os("TANK_UNPACK_INTO").map(PathBuf::from);
+    let dest = into.as_deref().unwrap_or(dir.path());
     let start = std::time::Instant::now();
-    let stats = unpack_layer(fs::File::open(&path).unwrap(), compression, dir.path()).unwrap();
+    let stats = unpack_layer(fs::File::open(&path).unwrap(), compression, dest).unwrap();
     eprintln!(
         "unpacked {} entries, {} bytes in {:.2?}",
         stats.entries,

@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
@@ -85,7 +85,11 @@ pub(super) fn open_in_root(root: &OwnedFd, path: &[u8], flags: OFlag) -> nix::Re
 impl Unpacker {
     /// The directory `parent` (normalized) inside the root, created (0755,
     /// root) with its missing ancestors if needed.
-    pub(super) fn parent(&mut self, raw: &[u8], parent: &[u8]) -> Result<Rc<OwnedFd>, UnpackError> {
+    pub(super) fn parent(
+        &mut self,
+        raw: &[u8],
+        parent: &[u8],
+    ) -> Result<Arc<OwnedFd>, UnpackError> {
         if parent.is_empty() {
             return Ok(self.root.clone());
         }
@@ -99,7 +103,7 @@ impl Unpacker {
             Err(Errno::ENOENT) => self.create_parents(raw, parent)?,
             Err(e) => return Err(entry_err(raw, format!("openat2 {:?}", lossy(parent)), e)),
         };
-        let fd = Rc::new(fd);
+        let fd = Arc::new(fd);
         self.cached_parent = Some((parent.to_vec(), fd.clone()));
         Ok(fd)
     }

@@ -4,19 +4,23 @@
 //! zstd stream may hold several (zstd:chunked layers, concatenated
 //! compressor output) and skippable frames. This reader decodes frame after
 //! frame until the input ends, skips skippable frames and checks each
-//! frame's content checksum when it has one.
+//! frame's content checksum when it has one. Memory stays at one window
+//! plus what one `read` asks for, whatever the compression ratio.
 
 use std::io::{self, BufRead, Read};
 
 use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
 use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
 
-/// Decompresses a zstd stream of one or more frames, never holding more than
-/// one frame's window in memory.
+/// Decompresses a zstd stream of one or more frames.
 pub(super) struct ZstdReader<R: BufRead> {
     source: R,
     decoder: FrameDecoder,
     in_frame: bool,
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}"))
 }
 
 impl<R: BufRead> ZstdReader<R> {
@@ -54,10 +58,6 @@ impl<R: BufRead> ZstdReader<R> {
             }
         }
     }
-}
-
-fn invalid(e: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("zstd: {e}"))
 }
 
 impl<R: BufRead> Read for ZstdReader<R> {

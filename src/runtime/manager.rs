@@ -1,0 +1,488 @@
+//! [`Runtime`]: starts, watches and stops the containers of pods.
+//!
+//! Owns the live containers (their pidfds, cgroups, output drains and
+//! scratch directories) and each pod's sandbox (network namespace, etc
+//! files). A container's life: scratch dirs and cgroup → log pipes →
+//! spawn (placed in its cgroup at the ready checkpoint) → watched through
+//! its pidfd → on exit, everything it had is torn down and an
+//! [`RuntimeEvent::Exited`] is published. It never decides whether a
+//! container should run: the reconciler calls it.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use nix::sys::signal::Signal;
+use tokio::sync::{broadcast, watch};
+
+use super::cgroup::{CgroupConfig, Cgroups, ContainerCgroup};
+use super::logs::{self, LogSink, Stream};
+use super::plan::{
+    BindMount, InitPlan, RootfsPlan, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS,
+    DEFAULT_READONLY_PATHS,
+};
+use super::spawn::{self, ExitStatus, Spawner, Stdio};
+use super::volumes::Volumes;
+use crate::image::runconfig::RunConfig;
+use crate::net::etc::{write_pod_etc, PodEtc, Resolv};
+use crate::net::netns::NetnsDir;
+use crate::spec::{Container, Network, Pod, VolumeSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    Spawn(#[from] super::spawn::SpawnError),
+    #[error("cgroup: {0}")]
+    Cgroup(#[from] super::cgroup::CgroupError),
+    #[error("network: {0}")]
+    Netns(#[from] crate::net::netns::NetnsError),
+    #[error("volume: {0}")]
+    Volume(#[from] super::volumes::VolumeError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("container {pod}/{container} is already running")]
+    AlreadyRunning { pod: String, container: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> RuntimeError + '_ {
+    move |source| RuntimeError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Where the runtime keeps things.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub cgroups: CgroupConfig,
+    pub log_max_bytes: u64,
+}
+
+/// A pod's sandbox: what its containers share.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub netns: Option<PathBuf>,
+    pub etc: PodEtc,
+}
+
+/// How a container's root filesystem is made.
+#[derive(Debug, Clone)]
+pub enum RootfsSource {
+    /// Unpacked image layers, top first.
+    Layers(Vec<PathBuf>),
+    /// A host directory (`{"rootfs": …}`).
+    Path(PathBuf),
+}
+
+/// Something that happened to a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    Exited {
+        pod: String,
+        container: String,
+        pid: u32,
+        status: ExitStatus,
+        oom_killed: bool,
+        finished_at: SystemTime,
+    },
+}
+
+/// A started container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Started {
+    pub pid: u32,
+    pub started_at: SystemTime,
+}
+
+struct Live {
+    pid: u32,
+    pidfd: Arc<OwnedFd>,
+    cgroup: Arc<ContainerCgroup>,
+    /// Flips to true once the watcher has torn the container down.
+    gone: watch::Receiver<bool>,
+}
+
+pub struct Runtime {
+    config: RuntimeConfig,
+    spawner: Spawner,
+    cgroups: Cgroups,
+    volumes: Volumes,
+    netns: NetnsDir,
+    live: Mutex<HashMap<(String, String), Live>>,
+    logs: Mutex<HashMap<(String, String), Arc<LogSink>>>,
+    events: broadcast::Sender<RuntimeEvent>,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Arc<Runtime>, RuntimeError> {
+        Self::with_spawner(config, Spawner::new()?)
+    }
+
+    /// With an explicit spawner (tests run the tankd binary by path).
+    pub fn with_spawner(config: RuntimeConfig, spawner: Spawner) -> Result<Arc<Runtime>, RuntimeError> {
+        let cgroups = Cgroups::detect(&config.cgroups)?;
+        for dir in [config.data_dir.join("containers"), config.run_dir.clone()] {
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        Ok(Arc::new(Runtime {
+            volumes: Volumes::new(&config.data_dir.join("volumes")),
+            netns: NetnsDir::new(&config.run_dir),
+            config,
+            spawner,
+            cgroups,
+            live: Mutex::new(HashMap::new()),
+            logs: Mutex::new(HashMap::new()),
+            events: broadcast::channel(1024).0,
+        }))
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
+        self.events.subscribe()
+    }
+
+    pub fn volumes(&self) -> &Volumes {
+        &self.volumes
+    }
+
+    pub fn cgroups(&self) -> &Cgroups {
+        &self.cgroups
+    }
+
+    fn pod_dir(&self, pod: &str) -> PathBuf {
+        self.config.data_dir.join("containers").join(pod)
+    }
+
+    fn container_dir(&self, pod: &str, container: &str) -> PathBuf {
+        self.pod_dir(pod).join(container)
+    }
+
+    pub fn log_path(&self, pod: &str, container: &str) -> PathBuf {
+        self.config
+            .data_dir
+            .join("logs")
+            .join(pod)
+            .join(format!("{container}.log"))
+    }
+
+    /// The log sink of a container that ran since tankd started, if any.
+    pub fn log_sink(&self, pod: &str, container: &str) -> Option<Arc<LogSink>> {
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(pod.to_owned(), container.to_owned()))
+            .cloned()
+    }
+
+    /// Creates (or finds) the sandbox of `pod`: its network namespace
+    /// (none for network `host`) and its etc files.
+    pub async fn ensure_sandbox(&self, pod: &Pod, addresses: &[Ipv4Addr]) -> Result<Sandbox, RuntimeError> {
+        let netns = match pod.network {
+            Network::Host => None,
+            _ => {
+                let netns = self.netns.clone();
+                let name = pod.name.clone();
+                Some(
+                    tokio::task::spawn_blocking(move || netns.create(&name))
+                        .await
+                        .map_err(|e| RuntimeError::Other(e.to_string()))??,
+                )
+            }
+        };
+        let resolv = match &pod.network {
+            Network::Nics(nics) if nics.dns.is_some() => Resolv {
+                nameservers: nics
+                    .dns
+                    .iter()
+                    .flatten()
+                    .map(|ip| ip.to_string())
+                    .collect(),
+                ..Resolv::default()
+            },
+            _ => Resolv::for_pods_from_host(),
+        };
+        let dir = self.pod_dir(&pod.name).join("etc");
+        let etc = write_pod_etc(&dir, &pod.name, &resolv, addresses).map_err(io_err(&dir))?;
+        Ok(Sandbox { netns, etc })
+    }
+
+    /// Tears down what `ensure_sandbox` made (call once no container of the
+    /// pod runs). Managed volumes are kept.
+    pub async fn remove_sandbox(&self, pod: &str) -> Result<(), RuntimeError> {
+        let netns = self.netns.clone();
+        let name = pod.to_owned();
+        tokio::task::spawn_blocking(move || netns.remove(&name))
+            .await
+            .map_err(|e| RuntimeError::Other(e.to_string()))??;
+        self.cgroups.remove_pod(pod)?;
+        let dir = self.pod_dir(pod);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&dir)(e)),
+        }
+    }
+
+    /// Pods that have a sandbox or container cgroups now (for cleanup of
+    /// leftovers of pods deleted while tankd was down).
+    pub fn pods_on_machine(&self) -> Result<Vec<String>, RuntimeError> {
+        let mut pods: Vec<String> = self.netns.list();
+        pods.extend(self.cgroups.list()?.into_iter().map(|(pod, _)| pod));
+        if let Ok(entries) = std::fs::read_dir(self.config.data_dir.join("containers")) {
+            pods.extend(
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
+        }
+        pods.sort();
+        pods.dedup();
+        Ok(pods)
+    }
+
+    pub fn is_running(&self, pod: &str, container: &str) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&(pod.to_owned(), container.to_owned()))
+    }
+
+    /// Starts `container` of `pod` in `sandbox`.
+    pub async fn start(
+        self: &Arc<Self>,
+        pod: &Pod,
+        container: &Container,
+        run: &RunConfig,
+        rootfs: RootfsSource,
+        sandbox: &Sandbox,
+    ) -> Result<Started, RuntimeError> {
+        let key = (pod.name.clone(), container.name.clone());
+        if self.is_running(&key.0, &key.1) {
+            return Err(RuntimeError::AlreadyRunning {
+                pod: key.0,
+                container: key.1,
+            });
+        }
+        let dir = self.container_dir(&pod.name, &container.name);
+        // A fresh upper layer for every start.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        let target = dir.join("rootfs");
+        std::fs::create_dir_all(&target).map_err(io_err(&target))?;
+        let rootfs = match rootfs {
+            RootfsSource::Layers(lower) => {
+                let (upper, work) = (dir.join("upper"), dir.join("work"));
+                for d in [&upper, &work] {
+                    std::fs::create_dir_all(d).map_err(io_err(d))?;
+                }
+                RootfsPlan::Overlay { lower, upper, work }
+            }
+            RootfsSource::Path(path) => RootfsPlan::Bind { path },
+        };
+        let plan = InitPlan {
+            pod: pod.name.clone(),
+            container: container.name.clone(),
+            rootfs_target: target,
+            rootfs,
+            mounts: self.mounts(pod, container, sandbox)?,
+            netns: sandbox.netns.clone(),
+            hostname: pod.name.clone(),
+            user: run.user.clone(),
+            argv: run.argv.clone(),
+            env: run.env.clone(),
+            cwd: run.working_dir.clone(),
+            masked_paths: DEFAULT_MASKED_PATHS.iter().map(PathBuf::from).collect(),
+            readonly_paths: DEFAULT_READONLY_PATHS.iter().map(PathBuf::from).collect(),
+            capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+        };
+
+        let cgroup = Arc::new(self.cgroups.create(&pod.name, &container.name, &container.limits)?);
+        let sink = {
+            let path = self.log_path(&pod.name, &container.name);
+            LogSink::open(&path, self.config.log_max_bytes, &pod.name, &container.name)
+                .map_err(io_err(&path))?
+        };
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), Arc::clone(&sink));
+        let (stdout_r, stdout_w) = pipe()?;
+        let (stderr_r, stderr_w) = pipe()?;
+        let stdin = std::fs::File::open("/dev/null").map_err(io_err(Path::new("/dev/null")))?;
+        let stdio = Stdio {
+            stdin: stdin.into(),
+            stdout: stdout_w,
+            stderr: stderr_w,
+            tty: false,
+        };
+        // Drains start before the process does: it never blocks on output.
+        tokio::spawn(logs::drain(stdout_r, Stream::Stdout, Arc::clone(&sink)));
+        tokio::spawn(logs::drain(stderr_r, Stream::Stderr, Arc::clone(&sink)));
+
+        let placed = Arc::clone(&cgroup);
+        let spawned = self
+            .spawner
+            .spawn(&plan, stdio, move |pid| {
+                placed.add_process(pid).map_err(|e| e.to_string())
+            })
+            .await;
+        let started = match spawned {
+            Ok(started) => started,
+            Err(e) => {
+                let _ = cgroup.kill_all();
+                if let Ok(cg) = Arc::try_unwrap(cgroup) {
+                    let _ = cg.delete();
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e.into());
+            }
+        };
+        let started_at = SystemTime::now();
+        let pid = started.pid;
+        let pidfd = Arc::new(started.pidfd);
+        let (gone_tx, gone_rx) = watch::channel(false);
+        self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            key.clone(),
+            Live {
+                pid,
+                pidfd: Arc::clone(&pidfd),
+                cgroup: Arc::clone(&cgroup),
+                gone: gone_rx,
+            },
+        );
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let status = spawn::wait_exit(&pidfd)
+                .await
+                .unwrap_or(ExitStatus::Signaled(Signal::SIGKILL as i32));
+            this.torn_down(key, pid, status, cgroup, dir).await;
+            let _ = gone_tx.send(true);
+        });
+        log::info!("{}/{}: started, pid {pid}", pod.name, container.name);
+        Ok(Started { pid, started_at })
+    }
+
+    /// After the container's PID 1 exited: kill what is left in its cgroup,
+    /// remove the cgroup and the scratch dirs, publish the exit.
+    async fn torn_down(
+        &self,
+        key: (String, String),
+        pid: u32,
+        status: ExitStatus,
+        cgroup: Arc<ContainerCgroup>,
+        dir: PathBuf,
+    ) {
+        let oom_killed = cgroup.oom_kills().map(|n| n > 0).unwrap_or(false)
+            && matches!(status, ExitStatus::Signaled(9));
+        if let Err(e) = cgroup.kill_all() {
+            log::warn!("{}/{}: {e}", key.0, key.1);
+        }
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        match Arc::try_unwrap(cgroup) {
+            Ok(cgroup) => {
+                if let Err(e) = cgroup.delete() {
+                    log::warn!("{}/{}: {e}", key.0, key.1);
+                }
+            }
+            Err(_) => log::warn!("{}/{}: cgroup still referenced", key.0, key.1),
+        }
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        log::info!("{}/{}: exited ({status:?}{})", key.0, key.1, if oom_killed { ", OOM killed" } else { "" });
+        let _ = self.events.send(RuntimeEvent::Exited {
+            pod: key.0,
+            container: key.1,
+            pid,
+            status,
+            oom_killed,
+            finished_at: SystemTime::now(),
+        });
+    }
+
+    /// Stops a container: SIGTERM, up to `grace`, then SIGKILL of
+    /// everything in its cgroup. Returns once it is torn down. A container
+    /// that is not running is fine.
+    pub async fn stop(&self, pod: &str, container: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let entry = {
+            let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            live.get(&(pod.to_owned(), container.to_owned()))
+                .map(|l| (Arc::clone(&l.pidfd), Arc::clone(&l.cgroup), l.gone.clone()))
+        };
+        let Some((pidfd, cgroup, mut gone)) = entry else {
+            return Ok(());
+        };
+        let _ = spawn::send_signal(&pidfd, Signal::SIGTERM);
+        let exited = tokio::time::timeout(grace, gone.wait_for(|g| *g))
+            .await
+            .is_ok();
+        if !exited {
+            log::info!("{pod}/{container}: still running after {grace:?}, killing");
+            let _ = spawn::send_signal(&pidfd, Signal::SIGKILL);
+            cgroup.kill_all()?;
+            let _ = gone.wait_for(|g| *g).await;
+        }
+        Ok(())
+    }
+
+    /// The pid of a running container.
+    pub fn pid(&self, pod: &str, container: &str) -> Option<u32> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(pod.to_owned(), container.to_owned()))
+            .map(|l| l.pid)
+    }
+
+    /// Bind mounts of a container: its volumes, then the pod's etc files.
+    fn mounts(&self, pod: &Pod, container: &Container, sandbox: &Sandbox) -> Result<Vec<BindMount>, RuntimeError> {
+        let mut mounts = Vec::new();
+        for mount in &container.mounts {
+            let volume = pod
+                .volumes
+                .iter()
+                .find(|v| v.name == mount.volume)
+                .ok_or_else(|| RuntimeError::Other(format!("no volume {:?}", mount.volume)))?;
+            let source = match &volume.source {
+                Some(VolumeSource::Host(path)) => path.clone(),
+                None => self.volumes.ensure(&pod.name, &volume.name)?,
+            };
+            mounts.push(BindMount {
+                source,
+                destination: mount.path.clone(),
+                read_only: mount.read_only,
+            });
+        }
+        for (source, destination) in [
+            (&sandbox.etc.resolv_conf, "/etc/resolv.conf"),
+            (&sandbox.etc.hosts, "/etc/hosts"),
+            (&sandbox.etc.hostname, "/etc/hostname"),
+        ] {
+            mounts.push(BindMount {
+                source: source.clone(),
+                destination: PathBuf::from(destination),
+                read_only: false,
+            });
+        }
+        Ok(mounts)
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| RuntimeError::Other(format!("pipe: {e}")))?;
+    nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
+        .map_err(|e| RuntimeError::Other(format!("pipe: {e}")))?;
+    Ok((read, write))
+}
