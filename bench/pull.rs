@@ -86,7 +86,9 @@ async fn main() {
     let image = five_layer_image(files, file_size);
     let total: usize = image.layers.iter().map(|l| l.blob.bytes.len()).sum();
     let registry = Registry::start();
-    registry.push("bench/five:1", &Pushable::Image(image.clone())).await;
+    registry
+        .push("bench/five:1", &Pushable::Image(image.clone()))
+        .await;
     let reference = registry.reference("bench/five:1");
     println!(
         "image: 5 layers, {} files, {:.1} MB compressed; unpacking under {}",
@@ -150,7 +152,13 @@ async fn main() {
                 .arg(&root)
                 .arg("--runroot")
                 .arg(&runroot)
-                .args(["--storage-driver", "overlay", "pull", "-q", "--tls-verify=false"])
+                .args([
+                    "--storage-driver",
+                    "overlay",
+                    "pull",
+                    "-q",
+                    "--tls-verify=false",
+                ])
                 .arg(&reference);
             let start = Instant::now();
             run(&mut cmd);

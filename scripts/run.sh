@@ -15,6 +15,11 @@ stop() {
         [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
         rm -f "$f"
     done
+    # Containers outlive tankd by design (a restarted tankd takes them
+    # over); this demo's stop ends them too.
+    for procs in /sys/fs/cgroup/*/tank/pods/*/*/cgroup.procs /sys/fs/cgroup/tank/pods/*/*/cgroup.procs; do
+        [ -f "$procs" ] && xargs -r kill -9 < "$procs" 2>/dev/null || true
+    done
 }
 if [ "${1:-}" = stop ]; then stop; echo "stopped"; exit 0; fi
 [ "$(id -u)" = 0 ] || { echo "run.sh: run me as root" >&2; exit 1; }
@@ -43,7 +48,19 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
+# The example's root filesystem: busybox-static and its applets.
+ROOTFS=/var/lib/tank-example/rootfs
+mkdir -p "$ROOTFS/bin" "$ROOTFS/etc" "$ROOTFS/tmp" "$ROOTFS/root"
+install -m 0755 /bin/busybox "$ROOTFS/bin/busybox"
+for applet in $("$ROOTFS/bin/busybox" --list); do
+    [ -e "$ROOTFS/bin/$applet" ] || ln -s busybox "$ROOTFS/bin/$applet"
+done
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$ROOTFS/etc/passwd"
+printf 'root:x:0:\n' > "$ROOTFS/etc/group"
+
 "$TANK_BIN/tankctl" apply -f examples/hello.yaml
+sleep 1
+"$TANK_BIN/tankctl" logs hello || true
 "$TANK_BIN/tankctl" ps
 cat <<EOT
 

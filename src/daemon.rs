@@ -50,7 +50,9 @@ pub fn init_logging() {
         }
     }
     env_logger::Builder::new()
-        .parse_filters(&std::env::var("TANK_LOG").unwrap_or_else(|_| "info".to_owned()))
+        // zbus logs every dispatched call at info.
+        .parse_filters("info,zbus=warn,tracing=warn")
+        .parse_filters(&std::env::var("TANK_LOG").unwrap_or_default())
         .format_target(false)
         .init();
 }

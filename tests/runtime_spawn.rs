@@ -159,6 +159,18 @@ fn drain(fd: OwnedFd) -> std::thread::JoinHandle<String> {
     })
 }
 
+/// stdin from, stdout and stderr to /dev/null.
+fn null_stdio() -> Stdio {
+    let null =
+        |flags| nix::fcntl::open("/dev/null", flags | OFlag::O_CLOEXEC, Mode::empty()).unwrap();
+    Stdio {
+        stdin: null(OFlag::O_RDONLY),
+        stdout: null(OFlag::O_WRONLY),
+        stderr: null(OFlag::O_WRONLY),
+        tty: false,
+    }
+}
+
 fn spawner() -> Spawner {
     Spawner::with_exe(Path::new(env!("CARGO_BIN_EXE_tankd"))).unwrap()
 }
@@ -358,11 +370,15 @@ async fn pid1_ps_hostname_and_isolated_mounts() {
     // Masked and read-only paths are in place.
     // (/proc/kcore & co. do not exist on every kernel: keys and acpi do here.)
     assert!(
-        mounts.iter().any(|l| l.starts_with("tmpfs /proc/keys tmpfs ")),
+        mounts
+            .iter()
+            .any(|l| l.starts_with("tmpfs /proc/keys tmpfs ")),
         "/dev/null over /proc/keys: {mounts:#?}"
     );
     assert!(
-        mounts.iter().any(|l| l.starts_with("tmpfs /proc/acpi tmpfs ro,")),
+        mounts
+            .iter()
+            .any(|l| l.starts_with("tmpfs /proc/acpi tmpfs ro,")),
         "a read-only tmpfs over /proc/acpi: {mounts:#?}"
     );
     assert!(
@@ -825,12 +841,7 @@ async fn dropping_the_spawn_future_kills_and_reaps() {
     let p = plan(&s, bind_rootfs(&s), &["sleep", "60"]);
     let placed = Arc::new(Mutex::new(None));
     let placed2 = placed.clone();
-    let stdio = Stdio {
-        stdin: nix::fcntl::open("/dev/null", OFlag::O_RDONLY, Mode::empty()).unwrap(),
-        stdout: nix::fcntl::open("/dev/null", OFlag::O_WRONLY, Mode::empty()).unwrap(),
-        stderr: nix::fcntl::open("/dev/null", OFlag::O_WRONLY, Mode::empty()).unwrap(),
-        tty: false,
-    };
+    let stdio = null_stdio();
     // `place` fails: the child is killed and reaped, the error returned.
     let e = spawner()
         .spawn(&p, stdio, move |pid| {
@@ -847,12 +858,7 @@ async fn dropping_the_spawn_future_kills_and_reaps() {
 
     // A spawn task aborted at the checkpoint: its future is dropped at the
     // next await (waiting for the exec), which kills and reaps the child.
-    let stdio = Stdio {
-        stdin: nix::fcntl::open("/dev/null", OFlag::O_RDONLY, Mode::empty()).unwrap(),
-        stdout: nix::fcntl::open("/dev/null", OFlag::O_WRONLY, Mode::empty()).unwrap(),
-        stderr: nix::fcntl::open("/dev/null", OFlag::O_WRONLY, Mode::empty()).unwrap(),
-        tty: false,
-    };
+    let stdio = null_stdio();
     let (pid_tx, pid_rx) = std::sync::mpsc::channel();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let task = tokio::spawn(async move {
@@ -889,4 +895,28 @@ async fn dropping_the_spawn_future_kills_and_reaps() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_dying_before_the_checkpoint_is_reported_with_its_status() {
+    require_root!();
+    let s = Scratch::new();
+    let p = plan(&s, bind_rootfs(&s), &["true"]);
+    // Not tankd: /bin/true exits 0 without a word; a file that cannot be
+    // executed makes the child's execveat fail (exit 127).
+    let not_exec = s.path("not-executable");
+    fs::write(&not_exec, "#!/bin/sh\n").unwrap();
+    for (exe, code) in [(Path::new("/bin/true"), 0), (not_exec.as_path(), 127)] {
+        let e = Spawner::with_exe(exe)
+            .unwrap()
+            .spawn(&p, null_stdio(), |_| Err("never placed".into()))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, SpawnError::Died { status: ExitStatus::Exited(c), .. } if c == code),
+            "{exe:?}: {e:?}"
+        );
+        assert!(e.to_string().contains("before the ready checkpoint"), "{e}");
+    }
+    assert!(Spawner::with_exe(&s.path("missing")).is_err());
 }

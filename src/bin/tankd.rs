@@ -19,7 +19,9 @@ struct Args {
 fn main() -> ExitCode {
     // The init stage of a container: tankd re-executed by itself inside the
     // container's new namespaces. Nothing of the daemon runs in that mode.
-    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(tank::runtime::init::INIT_ARG)) {
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(tank::runtime::init::INIT_ARG))
+    {
         tank::runtime::init::main();
     }
     let args = Args::parse();

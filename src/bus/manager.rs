@@ -289,7 +289,10 @@ impl Manager {
             .await
             .map_err(|e| BusError::Failed(e.to_string()))?
             .map_err(|e| BusError::Failed(e.to_string()))?;
-        Ok(list.into_iter().map(|v| (v.pod, v.volume, v.bytes)).collect())
+        Ok(list
+            .into_iter()
+            .map(|v| (v.pod, v.volume, v.bytes))
+            .collect())
     }
 
     /// Deletes a managed volume and its data. org.tank.Error.InUse while
@@ -305,13 +308,22 @@ impl Manager {
         let declared = self
             .with_store(move |store| store.get(&key))
             .await?
-            .is_some_and(|r| r.spec.volumes.iter().any(|v| v.name == volume && v.source.is_none()));
+            .is_some_and(|r| {
+                r.spec
+                    .volumes
+                    .iter()
+                    .any(|v| v.name == volume && v.source.is_none())
+            });
         self.runtime
             .volumes()
             .remove(pod, volume, declared)
             .map_err(|e| match e {
-                crate::runtime::volumes::VolumeError::NotFound { .. } => BusError::NotFound(e.to_string()),
-                crate::runtime::volumes::VolumeError::InUse { .. } => BusError::InUse(e.to_string()),
+                crate::runtime::volumes::VolumeError::NotFound { .. } => {
+                    BusError::NotFound(e.to_string())
+                }
+                crate::runtime::volumes::VolumeError::InUse { .. } => {
+                    BusError::InUse(e.to_string())
+                }
                 crate::runtime::volumes::VolumeError::InvalidName(_) => {
                     BusError::InvalidArgument(e.to_string())
                 }

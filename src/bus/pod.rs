@@ -219,7 +219,11 @@ pub fn pick_container(pod: &Pod, name: &str) -> Result<String, BusError> {
                 "pod {:?} has {} containers: name one ({})",
                 pod.name,
                 several.len(),
-                several.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                several
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         };
     }

@@ -96,7 +96,10 @@ impl StatusSummary {
             .cloned()
             .unwrap_or_else(|| "-".to_owned());
         if let Some(ips) = status["ips"].as_array() {
-            summary.ips = ips.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+            summary.ips = ips
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
         }
         summary
     }
@@ -127,7 +130,10 @@ mod tests {
         )
         .unwrap();
         let s = StatusSummary::of(&status);
-        assert_eq!((s.ready, s.total, s.restarts, s.state.as_str()), (1, 2, 3, "Exited(3)"));
+        assert_eq!(
+            (s.ready, s.total, s.restarts, s.state.as_str()),
+            (1, 2, 3, "Exited(3)")
+        );
         assert_eq!(StatusSummary::of(&serde_json::Value::Null).state, "-");
     }
 

@@ -29,7 +29,9 @@ impl Resolv {
             let mut words = line.split_whitespace();
             match words.next() {
                 Some("nameserver") => resolv.nameservers.extend(words.next().map(str::to_owned)),
-                Some("search") | Some("domain") => resolv.search = words.map(str::to_owned).collect(),
+                Some("search") | Some("domain") => {
+                    resolv.search = words.map(str::to_owned).collect()
+                }
                 Some("options") => resolv.options.extend(words.map(str::to_owned)),
                 _ => {}
             }
@@ -77,7 +79,11 @@ impl Resolv {
         if !options.is_empty() {
             out.push_str(&format!(
                 "options {}\n",
-                options.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+                options
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ));
         }
         out

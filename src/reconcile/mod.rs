@@ -203,7 +203,9 @@ impl Reconciler {
             (_, Some(sig)) => format!("{container} killed by signal {sig}"),
             _ => format!("{container} exited"),
         };
-        state.status.event(if oom_killed { "OOMKilled" } else { "Exited" }, message);
+        state
+            .status
+            .event(if oom_killed { "OOMKilled" } else { "Exited" }, message);
         state.status.recompute_phase();
         self.publish(&pod, &state.status).await;
     }
@@ -276,14 +278,23 @@ impl Reconciler {
                 Err(e) => {
                     let message = e.to_string();
                     self.update(&spec.name, |s| {
-                        set_waiting(s, &name, "CreateContainerConfigError", Some(message.clone()));
+                        set_waiting(
+                            s,
+                            &name,
+                            "CreateContainerConfigError",
+                            Some(message.clone()),
+                        );
                         s.event("Failed", message);
                     })
                     .await;
                     continue;
                 }
             };
-            match self.runtime.start(spec, container, &run, rootfs, &sandbox).await {
+            match self
+                .runtime
+                .start(spec, container, &run, rootfs, &sandbox)
+                .await
+            {
                 Ok(started) => {
                     self.update(&spec.name, |s| {
                         if let Some(c) = s.containers.get_mut(&name) {

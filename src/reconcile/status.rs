@@ -124,21 +124,32 @@ impl PodStatus {
             return;
         }
         let states: Vec<&ContainerState> = self.containers.values().map(|c| &c.state).collect();
-        self.phase = if states.iter().all(|s| matches!(s, ContainerState::Running { .. })) {
+        self.phase = if states
+            .iter()
+            .all(|s| matches!(s, ContainerState::Running { .. }))
+        {
             Phase::Running
         } else if states
             .iter()
             .all(|s| matches!(s, ContainerState::Terminated { .. }))
         {
-            if states
-                .iter()
-                .all(|s| matches!(s, ContainerState::Terminated { exit_code: Some(0), .. }))
-            {
+            if states.iter().all(|s| {
+                matches!(
+                    s,
+                    ContainerState::Terminated {
+                        exit_code: Some(0),
+                        ..
+                    }
+                )
+            }) {
                 Phase::Succeeded
             } else {
                 Phase::Failed
             }
-        } else if states.iter().any(|s| matches!(s, ContainerState::Running { .. })) {
+        } else if states
+            .iter()
+            .any(|s| matches!(s, ContainerState::Running { .. }))
+        {
             Phase::Running
         } else {
             Phase::Pending

@@ -116,6 +116,8 @@ fn run(sync: BorrowedFd<'_>) -> Step<Infallible> {
     nix::sys::stat::umask(Mode::empty());
 
     let plan = read_plan()?;
+    // Checked now: a bad plan fails before anything is built.
+    let keep = creds::capability_set(&plan.capabilities)?;
 
     if let Some(netns) = &plan.netns {
         let fd = nix::fcntl::open(netns, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
@@ -161,7 +163,6 @@ fn run(sync: BorrowedFd<'_>) -> Step<Infallible> {
         .map_err(|e| failed("sethostname", &plan.hostname, e))?;
     nix::unistd::chdir(&plan.cwd).map_err(|e| failed("chdir", plan.cwd.display(), e))?;
 
-    let keep = creds::capability_set(&plan.capabilities)?;
     creds::switch_user(&user, &keep)?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| failed("prctl", "PR_SET_NO_NEW_PRIVS", e))?;
 
@@ -257,12 +258,8 @@ fn resolve_program(argv: &[String], env: &[String]) -> Step<PathBuf> {
         return Err("exec: empty argv[0]".into());
     }
     let path = env_value(env, "PATH").unwrap_or(DEFAULT_PATH);
-    lookup_path(name, path, is_executable).ok_or_else(|| {
-        format!(
-            "exec {name}: {} (not found in PATH={path})",
-            errno_text(Errno::ENOENT)
-        )
-    })
+    lookup_path(name, path, is_executable)
+        .ok_or_else(|| format!("exec {name}: ENOENT (not found in PATH={path})"))
 }
 
 /// The PATH lookup of `execvp`: `name` itself when it contains a `/`; else

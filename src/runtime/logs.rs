@@ -54,7 +54,12 @@ struct SinkFile {
 
 impl LogSink {
     /// Opens (appending) the log of one container.
-    pub fn open(path: &Path, max: u64, pod: &str, container: &str) -> std::io::Result<Arc<LogSink>> {
+    pub fn open(
+        path: &Path,
+        max: u64,
+        pod: &str,
+        container: &str,
+    ) -> std::io::Result<Arc<LogSink>> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -128,7 +133,11 @@ impl SinkFile {
         if std::fs::rename(&self.path, &rotated).is_err() {
             return;
         }
-        if let Ok(file) = OpenOptions::new().create(true).append(true).open(&self.path) {
+        if let Ok(file) = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
             self.file = file;
             self.size = 0;
         }
@@ -234,7 +243,11 @@ mod tests {
         let sink = LogSink::open(&dir.path().join("a.log"), DEFAULT_MAX_BYTES, "p", "c").unwrap();
         let (_, mut follower) = sink.snapshot(0);
         let (reader, writer) = nix::unistd::pipe().unwrap();
-        nix::fcntl::fcntl(&reader, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+        nix::fcntl::fcntl(
+            &reader,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .unwrap();
         let task = tokio::spawn(drain(reader, Stream::Stdout, Arc::clone(&sink)));
         let mut w = File::from(writer);
         w.write_all(b"hello\nwor").unwrap();

@@ -129,7 +129,10 @@ impl Runtime {
     }
 
     /// With an explicit spawner (tests run the tankd binary by path).
-    pub fn with_spawner(config: RuntimeConfig, spawner: Spawner) -> Result<Arc<Runtime>, RuntimeError> {
+    pub fn with_spawner(
+        config: RuntimeConfig,
+        spawner: Spawner,
+    ) -> Result<Arc<Runtime>, RuntimeError> {
         let cgroups = Cgroups::detect(&config.cgroups)?;
         for dir in [config.data_dir.join("containers"), config.run_dir.clone()] {
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -185,7 +188,11 @@ impl Runtime {
 
     /// Creates (or finds) the sandbox of `pod`: its network namespace
     /// (none for network `host`) and its etc files.
-    pub async fn ensure_sandbox(&self, pod: &Pod, addresses: &[Ipv4Addr]) -> Result<Sandbox, RuntimeError> {
+    pub async fn ensure_sandbox(
+        &self,
+        pod: &Pod,
+        addresses: &[Ipv4Addr],
+    ) -> Result<Sandbox, RuntimeError> {
         let netns = match pod.network {
             Network::Host => None,
             _ => {
@@ -200,12 +207,7 @@ impl Runtime {
         };
         let resolv = match &pod.network {
             Network::Nics(nics) if nics.dns.is_some() => Resolv {
-                nameservers: nics
-                    .dns
-                    .iter()
-                    .flatten()
-                    .map(|ip| ip.to_string())
-                    .collect(),
+                nameservers: nics.dns.iter().flatten().map(|ip| ip.to_string()).collect(),
                 ..Resolv::default()
             },
             _ => Resolv::for_pods_from_host(),
@@ -224,6 +226,17 @@ impl Runtime {
             .await
             .map_err(|e| RuntimeError::Other(e.to_string()))??;
         self.cgroups.remove_pod(pod)?;
+        // A pod's output goes with it (managed volumes stay).
+        let logs = self.config.data_dir.join("logs").join(pod);
+        if let Err(e) = std::fs::remove_dir_all(&logs) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("{pod}: cannot remove logs: {e}");
+            }
+        }
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(p, _), _| p != pod);
         let dir = self.pod_dir(pod);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -306,7 +319,11 @@ impl Runtime {
             capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
         };
 
-        let cgroup = Arc::new(self.cgroups.create(&pod.name, &container.name, &container.limits)?);
+        let cgroup = Arc::new(self.cgroups.create(
+            &pod.name,
+            &container.name,
+            &container.limits,
+        )?);
         let sink = {
             let path = self.log_path(&pod.name, &container.name);
             LogSink::open(&path, self.config.log_max_bytes, &pod.name, &container.name)
@@ -391,16 +408,25 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
-        match Arc::try_unwrap(cgroup) {
-            Ok(cgroup) => {
+        // Other handles (a concurrent stop) may still exist: delete through
+        // a fresh one.
+        drop(cgroup);
+        match self.cgroups.open(&key.0, &key.1) {
+            Ok(Some(cgroup)) => {
                 if let Err(e) = cgroup.delete() {
                     log::warn!("{}/{}: {e}", key.0, key.1);
                 }
             }
-            Err(_) => log::warn!("{}/{}: cgroup still referenced", key.0, key.1),
+            Ok(None) => {}
+            Err(e) => log::warn!("{}/{}: {e}", key.0, key.1),
         }
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
-        log::info!("{}/{}: exited ({status:?}{})", key.0, key.1, if oom_killed { ", OOM killed" } else { "" });
+        log::info!(
+            "{}/{}: exited ({status:?}{})",
+            key.0,
+            key.1,
+            if oom_killed { ", OOM killed" } else { "" }
+        );
         let _ = self.events.send(RuntimeEvent::Exited {
             pod: key.0,
             container: key.1,
@@ -414,7 +440,12 @@ impl Runtime {
     /// Stops a container: SIGTERM, up to `grace`, then SIGKILL of
     /// everything in its cgroup. Returns once it is torn down. A container
     /// that is not running is fine.
-    pub async fn stop(&self, pod: &str, container: &str, grace: Duration) -> Result<(), RuntimeError> {
+    pub async fn stop(
+        &self,
+        pod: &str,
+        container: &str,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
         let entry = {
             let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
             live.get(&(pod.to_owned(), container.to_owned()))
@@ -446,7 +477,12 @@ impl Runtime {
     }
 
     /// Bind mounts of a container: its volumes, then the pod's etc files.
-    fn mounts(&self, pod: &Pod, container: &Container, sandbox: &Sandbox) -> Result<Vec<BindMount>, RuntimeError> {
+    fn mounts(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        sandbox: &Sandbox,
+    ) -> Result<Vec<BindMount>, RuntimeError> {
         let mut mounts = Vec::new();
         for mount in &container.mounts {
             let volume = pod
@@ -482,7 +518,10 @@ impl Runtime {
 fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
     let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| RuntimeError::Other(format!("pipe: {e}")))?;
-    nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK))
-        .map_err(|e| RuntimeError::Other(format!("pipe: {e}")))?;
+    nix::fcntl::fcntl(
+        &read,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .map_err(|e| RuntimeError::Other(format!("pipe: {e}")))?;
     Ok((read, write))
 }

@@ -7,10 +7,10 @@
 //! should run (that is the reconciler's job): it starts, watches and stops
 //! what it is told to.
 
-pub mod plan;
 pub mod cgroup;
 pub mod init;
 pub mod logs;
 pub mod manager;
+pub mod plan;
 pub mod spawn;
 pub mod volumes;

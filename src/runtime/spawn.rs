@@ -23,6 +23,17 @@
 //! failure — and when the `spawn` future is dropped half-way — the child is
 //! SIGKILLed and reaped: no leaked process, no zombie.
 //!
+//! No `CLONE_NEWCGROUP` here (unlike DESIGN §6 step 1): the init stage
+//! unshares its cgroup namespace itself after `Go`, once `place` has put it
+//! in its cgroup, so that the namespace's root is the container's cgroup.
+//! An init stage that dies between `Go` and its exec without a message is
+//! indistinguishable from a workload that exits at once: both look started,
+//! and [`wait_exit`] reports the status.
+//!
+//! Requirements on the rest of tankd: never set SIGCHLD to `SIG_IGN` (nor
+//! `SA_NOCLDWAIT`) and never `waitpid(-1)`: either would reap containers
+//! behind the pidfds' back and lose their exit statuses.
+//!
 //! Exits are observed with [`wait_exit`]: the pidfd becomes readable when
 //! the process exits, then `waitid(P_PIDFD)` reaps it. No SIGCHLD handler,
 //! no polling, no pid reuse races.

@@ -139,7 +139,7 @@ pub struct Tankd {
     /// tankd's stderr (all its starts in this home), shown when a test fails.
     pub log: PathBuf,
     bus_address: String,
-    _dir: Option<tempfile::TempDir>,
+    _home: Option<TankdHome>,
 }
 
 /// Where a tankd keeps its state; reused across restarts.
@@ -159,8 +159,14 @@ impl TankdHome {
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("pods.d")).unwrap();
+        // Unique per home: tests run in parallel on one machine.
+        let v1_root = format!(
+            "tank-test-{}",
+            dir.path().file_name().unwrap().to_string_lossy()
+        );
         let config = format!(
-            "data_dir = \"{0}/data\"\npods_dir = \"{0}/pods.d\"\n{extra}\n",
+            "data_dir = \"{0}/data\"\npods_dir = \"{0}/pods.d\"\nrun_dir = \"{0}/run\"\n\
+             [cgroups]\nv1_root = \"{v1_root}\"\n{extra}\n",
             dir.path().display()
         );
         std::fs::write(dir.path().join("tankd.toml"), config).unwrap();
@@ -174,6 +180,53 @@ impl TankdHome {
     pub fn pods_dir(&self) -> PathBuf {
         self.dir.path().join("pods.d")
     }
+
+    /// The v1 cgroup root of this home's tankd (see `with_config`).
+    pub fn v1_root(&self) -> String {
+        format!(
+            "tank-test-{}",
+            self.dir.path().file_name().unwrap().to_string_lossy()
+        )
+    }
+}
+
+impl Drop for TankdHome {
+    fn drop(&mut self) {
+        // Whatever a test left: containers' cgroups (killed) and netns pins.
+        let root = self.v1_root();
+        for hierarchy in ["memory", "pids", "cpu,cpuacct", "cpu", "cpuacct", "freezer"] {
+            let base = Path::new("/sys/fs/cgroup").join(hierarchy).join(&root);
+            if base.exists() {
+                remove_cgroup_tree(&base);
+            }
+        }
+        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("run/netns")) {
+            for entry in entries.flatten() {
+                let _ = nix::mount::umount2(&entry.path(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_tree(&entry.path());
+            }
+        }
+    }
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    for _ in 0..50 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 impl Tankd {
@@ -181,7 +234,7 @@ impl Tankd {
     pub fn start(bus: &SystemBus) -> Tankd {
         let home = TankdHome::new();
         let mut tankd = Tankd::start_in(bus, &home);
-        tankd._dir = Some(home.dir);
+        tankd._home = Some(home);
         tankd
     }
 
@@ -214,7 +267,7 @@ impl Tankd {
             .arg(&config)
             .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
             .env("NOTIFY_SOCKET", &notify_path)
-            .env("TANK_LOG", "debug")
+            .env("TANK_LOG", "debug,zbus=warn")
             .env_remove("TANK_DATA_DIR")
             .stdin(Stdio::null())
             .stderr(log)
@@ -227,13 +280,13 @@ impl Tankd {
             config,
             log: log_path,
             bus_address: bus.address.clone(),
-            _dir: None,
+            _home: None,
         }
     }
 
     /// Keeps `home` alive (and removed) with this tankd.
     pub fn keep_home(&mut self, home: TankdHome) {
-        self._dir = Some(home.dir);
+        self._home = Some(home);
     }
 
     /// Waits for READY=1 on the notify socket, or for tankd to exit.
@@ -251,7 +304,12 @@ impl Tankd {
                 }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                return Err(format!("tankd exited before READY=1: {status}"));
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                return Err(format!(
+                    "tankd exited before READY=1: {status}; its log ends:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
             }
         }
         Err("tankd did not send READY=1 within 30 s".to_owned())
@@ -345,7 +403,13 @@ pub fn failed(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).unwrap()
 }
 
-/// A minimal valid pod document.
+/// A registry address that refuses connections at once (loopback, port 9):
+/// pods that only need to be declared never reach out anywhere.
+pub const NO_REGISTRY: &str = "127.0.0.1:9";
+
+/// A minimal valid pod document; its image lives on [`NO_REGISTRY`].
 pub fn pod_json(name: &str, image: &str) -> String {
-    format!(r#"{{"name": "{name}", "containers": [{{"name": "app", "image": "{image}"}}]}}"#)
+    format!(
+        r#"{{"name": "{name}", "containers": [{{"name": "app", "image": "{NO_REGISTRY}/{image}"}}]}}"#
+    )
 }
