@@ -442,3 +442,39 @@ fn delete_leaves_no_process_mount_or_cgroup() {
     }
     assert!(!data_dir.join("containers/gone").exists());
 }
+
+#[test]
+fn logs_follow_streams_new_output() {
+    use std::io::{BufRead, BufReader};
+    let bus = SystemBus::start();
+    let tankd = tankd(&bus);
+    apply(
+        &tankd,
+        &pod("chatty", BUSYBOX, "echo one; sleep 1; echo two; sleep 1000"),
+    );
+    wait_for(&tankd, "chatty", "running", |d| running(d, "main"));
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_tankctl"))
+        .args(["logs", "-f", "chatty"])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).expect("earlier output");
+    assert_eq!(first, "one");
+    let second = rx.recv_timeout(Duration::from_secs(10)).expect("output written later");
+    assert_eq!(second, "two");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    // The container is unaffected by the follower going away.
+    assert!(running(&get(&tankd, "chatty"), "main"));
+    ok(&tankd.tankctl(&["delete", "chatty"]));
+}
