@@ -16,7 +16,13 @@ const APP: &str = "localhost/tank/app:1";
 
 /// tankd with the test images imported.
 fn tankd(bus: &SystemBus) -> Tankd {
+    tankd_and_cgroup_root(bus).0
+}
+
+/// tankd with the test images imported, and the v1 cgroup root it uses.
+fn tankd_and_cgroup_root(bus: &SystemBus) -> (Tankd, String) {
     let home = TankdHome::new();
+    let v1_root = home.v1_root();
     let mut tankd = Tankd::start_in(bus, &home);
     let archive = home.path().join("images.tar");
     std::fs::write(
@@ -29,7 +35,7 @@ fn tankd(bus: &SystemBus) -> Tankd {
     .unwrap();
     ok(&tankd.tankctl(&["image", "import", archive.to_str().unwrap()]));
     tankd.keep_home(home);
-    tankd
+    (tankd, v1_root)
 }
 
 fn apply(tankd: &Tankd, pod: &Value) {
@@ -312,17 +318,7 @@ fn a_failing_init_step_is_reported_with_its_cause() {
 #[test]
 fn limits_oom_pids_and_cpu() {
     let bus = SystemBus::start();
-    let home = TankdHome::new();
-    let v1_root = home.v1_root();
-    let mut tankd = Tankd::start_in(&bus, &home);
-    let archive = home.path().join("images.tar");
-    std::fs::write(
-        &archive,
-        oci_archive(&[(BUSYBOX, &Pushable::Image(busybox_image()))]),
-    )
-    .unwrap();
-    ok(&tankd.tankctl(&["image", "import", archive.to_str().unwrap()]));
-    tankd.keep_home(home);
+    let (tankd, v1_root) = tankd_and_cgroup_root(&bus);
 
     // Memory: 32 MiB, then a 64 MiB buffer (dd fills it from /dev/zero).
     let (doc, _) = run_to_end(
@@ -389,18 +385,8 @@ fn limits_oom_pids_and_cpu() {
 #[test]
 fn delete_leaves_no_process_mount_or_cgroup() {
     let bus = SystemBus::start();
-    let home = TankdHome::new();
-    let v1_root = home.v1_root();
-    let mut tankd = Tankd::start_in(&bus, &home);
-    let archive = home.path().join("images.tar");
-    std::fs::write(
-        &archive,
-        oci_archive(&[(BUSYBOX, &Pushable::Image(busybox_image()))]),
-    )
-    .unwrap();
-    ok(&tankd.tankctl(&["image", "import", archive.to_str().unwrap()]));
+    let (tankd, v1_root) = tankd_and_cgroup_root(&bus);
     let data_dir = tankd.data_dir.clone();
-    tankd.keep_home(home);
 
     apply(
         &tankd,
@@ -468,9 +454,13 @@ fn logs_follow_streams_new_output() {
             }
         }
     });
-    let first = rx.recv_timeout(Duration::from_secs(10)).expect("earlier output");
+    let first = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("earlier output");
     assert_eq!(first, "one");
-    let second = rx.recv_timeout(Duration::from_secs(10)).expect("output written later");
+    let second = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("output written later");
     assert_eq!(second, "two");
     let _ = follower.kill();
     let _ = follower.wait();

@@ -114,13 +114,7 @@ impl ContentStore {
 
     /// Every complete blob.
     pub fn list(&self) -> Result<Vec<Digest>, ImageError> {
-        let entries = std::fs::read_dir(&self.blobs).map_err(|e| ImageError::io(&self.blobs, e))?;
-        Ok(entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                Digest::parse(&format!("sha256:{}", e.file_name().to_string_lossy())).ok()
-            })
-            .collect())
+        Digest::named_in(&self.blobs)
     }
 }
 

@@ -41,6 +41,18 @@ impl Digest {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The digests whose hex form names an entry of `dir` (a content or
+    /// layer store); other names are ignored.
+    pub fn named_in(dir: &std::path::Path) -> Result<Vec<Digest>, ImageError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| ImageError::io(dir, e))?;
+        Ok(entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                Digest::parse(&format!("sha256:{}", e.file_name().to_string_lossy())).ok()
+            })
+            .collect())
+    }
 }
 
 impl fmt::Display for Digest {

@@ -110,12 +110,6 @@ impl LayerStore {
 
     /// Chain ids of every complete layer.
     pub fn list(&self) -> Result<Vec<Digest>, ImageError> {
-        let entries = std::fs::read_dir(&self.root).map_err(|e| ImageError::io(&self.root, e))?;
-        Ok(entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                Digest::parse(&format!("sha256:{}", e.file_name().to_string_lossy())).ok()
-            })
-            .collect())
+        Digest::named_in(&self.root)
     }
 }
