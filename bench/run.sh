@@ -1,6 +1,7 @@
 #!/bin/bash
 # Side-by-side benchmarks of Tank and its peers, as root.
 #   bench/run.sh pull     pull+unpack of a ~100 MB 5-layer image: tank vs podman vs tar
+#   bench/run.sh start    start→exit of busybox /bin/true: tank vs podman vs crun/runc vs unshare
 # Installs the peers (podman, crun, runc) if missing. Uses the same build
 # profile as the tests, so nothing is rebuilt from scratch.
 set -euo pipefail
@@ -16,5 +17,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 case "${1:-}" in
     pull) exec cargo bench --profile dev --bench pull ;;
-    *) echo "usage: bench/run.sh pull" >&2; exit 2 ;;
+    start) exec cargo bench --profile dev --bench start ;;
+    *) echo "usage: bench/run.sh pull|start" >&2; exit 2 ;;
 esac

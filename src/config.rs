@@ -56,6 +56,8 @@ pub struct Config {
     pub cgroups: crate::runtime::cgroup::CgroupConfig,
     /// Container output logs.
     pub logs: LogsConfig,
+    /// Restart backoff and resync interval.
+    pub reconcile: crate::reconcile::ReconcileConfig,
 }
 
 /// `[logs]`: per-container output logs.
@@ -94,6 +96,7 @@ impl Default for Config {
             registries: RegistriesConfig::default(),
             cgroups: Default::default(),
             logs: LogsConfig::default(),
+            reconcile: Default::default(),
         }
     }
 }

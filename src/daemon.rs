@@ -136,7 +136,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Arc::clone(&images),
         Arc::clone(&runtime),
         Arc::clone(&objects),
-        crate::reconcile::DEFAULT_RESYNC,
+        config.reconcile.clone(),
     );
     reconciler.clean_leftovers().await;
     tokio::spawn(Arc::clone(&reconciler).run());

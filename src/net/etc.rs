@@ -42,13 +42,22 @@ impl Resolv {
     /// The host's resolvers as a pod can use them: loopback stubs are
     /// replaced by systemd-resolved's upstream list when there is one.
     pub fn for_pods_from_host() -> Resolv {
-        let host = std::fs::read_to_string("/etc/resolv.conf")
+        Resolv::for_pods_from(
+            Path::new("/etc/resolv.conf"),
+            Path::new("/run/systemd/resolve/resolv.conf"),
+        )
+    }
+
+    /// [`Resolv::for_pods_from_host`] with the two files named: the host's
+    /// resolv.conf and systemd-resolved's upstream one.
+    pub fn for_pods_from(resolv_conf: &Path, upstream: &Path) -> Resolv {
+        let host = std::fs::read_to_string(resolv_conf)
             .map(|t| Resolv::parse(&t))
             .unwrap_or_default();
         let mut resolv = host.clone();
         resolv.nameservers.retain(|s| !is_stub(s));
         if resolv.nameservers.is_empty() {
-            if let Ok(text) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
+            if let Ok(text) = std::fs::read_to_string(upstream) {
                 let upstream = Resolv::parse(&text);
                 resolv.nameservers = upstream
                     .nameservers

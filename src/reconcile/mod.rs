@@ -13,7 +13,7 @@ pub mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Mutex, Notify};
 
@@ -22,19 +22,77 @@ use crate::image::runconfig::{merge, ImageConfig};
 use crate::image::Images;
 use crate::runtime::manager::{RootfsSource, Runtime, RuntimeEvent, Sandbox};
 use crate::runtime::spawn::ExitStatus;
-use crate::spec::{Image, Pod};
+use crate::spec::{Container, Image, Pod, RestartPolicy};
 use crate::store::{PodRecord, Store};
 use status::{timestamp, ContainerState, Phase, PodStatus};
 
-/// Interval of the drift-detecting resync (no polling in between).
-pub const DEFAULT_RESYNC: Duration = Duration::from_secs(30);
+/// `[reconcile]` of tankd.toml: restart backoff and resync.
+///
+/// A container that exits is restarted per its pod's policy after
+/// `min(backoff_base · 2ⁿ⁻¹, backoff_cap)`, n = how many times in a row it
+/// failed to stay up for `stable_after`; the first restart (n = 0) is
+/// immediate. Kubelet uses 10 s / 300 s / 600 s; Tank's defaults are
+/// faster (0.5 s / 60 s / 60 s) because its restarts are cheap.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+    pub stable_after_s: u64,
+    /// Interval of the drift-detecting resync (nothing polls in between).
+    pub resync_s: u64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            backoff_base_ms: 500,
+            backoff_cap_ms: 60_000,
+            stable_after_s: 60,
+            resync_s: 30,
+        }
+    }
+}
+
+impl ReconcileConfig {
+    /// Delay before restart number `streak` (0 = first after a stable run).
+    pub fn backoff(&self, streak: u32) -> Duration {
+        if streak == 0 {
+            return Duration::ZERO;
+        }
+        let factor = 1u64.checked_shl(streak - 1).unwrap_or(u64::MAX);
+        Duration::from_millis(
+            self.backoff_base_ms
+                .saturating_mul(factor)
+                .min(self.backoff_cap_ms),
+        )
+    }
+}
+
+/// Restart bookkeeping of one container.
+#[derive(Debug, Default)]
+struct Restarts {
+    /// Consecutive runs shorter than `stable_after`.
+    streak: u32,
+    started: Option<Instant>,
+    /// The pid of the current run: exits of earlier runs (e.g. of a
+    /// generation being replaced) are not this container's news.
+    pid: Option<u32>,
+}
 
 struct PodState {
     generation: u64,
     spec: Pod,
     status: PodStatus,
+    sandbox: Option<Sandbox>,
+    restarts: HashMap<String, Restarts>,
     /// A task is acting on this pod; the next pass looks again after it.
     busy: bool,
+    /// Its containers are being stopped on purpose: exits are not restarted.
+    stopping: bool,
+    /// Exits that arrived before their start was recorded (a container
+    /// that exits at once can beat the bookkeeping of its start).
+    unclaimed: Vec<RuntimeEvent>,
 }
 
 pub struct Reconciler {
@@ -44,7 +102,7 @@ pub struct Reconciler {
     objects: Arc<PodObjects>,
     pods: Mutex<HashMap<String, PodState>>,
     wake: Notify,
-    resync: Duration,
+    config: ReconcileConfig,
 }
 
 impl Reconciler {
@@ -53,7 +111,7 @@ impl Reconciler {
         images: Arc<Images>,
         runtime: Arc<Runtime>,
         objects: Arc<PodObjects>,
-        resync: Duration,
+        config: ReconcileConfig,
     ) -> Arc<Reconciler> {
         Arc::new(Reconciler {
             store,
@@ -62,7 +120,7 @@ impl Reconciler {
             objects,
             pods: Mutex::new(HashMap::new()),
             wake: Notify::new(),
-            resync,
+            config,
         })
     }
 
@@ -97,11 +155,11 @@ impl Reconciler {
                 _ = changes.changed() => {}
                 _ = self.wake.notified() => {}
                 event = events.recv() => match event {
-                    Ok(event) => self.on_event(event).await,
+                    Ok(event) => Arc::clone(&self).on_event(event).await,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
-                _ = tokio::time::sleep(self.resync) => {}
+                _ = tokio::time::sleep(Duration::from_secs(self.config.resync_s)) => {}
             }
         }
     }
@@ -130,7 +188,11 @@ impl Reconciler {
                             generation: record.generation,
                             spec: record.spec.clone(),
                             status,
+                            sandbox: None,
+                            restarts: HashMap::new(),
                             busy: true,
+                            stopping: false,
+                            unclaimed: Vec::new(),
                         },
                     );
                     self.spawn_task(start_pod(Arc::clone(self), record.clone()));
@@ -164,23 +226,16 @@ impl Reconciler {
         tokio::spawn(task);
     }
 
-    /// A container exited: record it.
-    async fn on_event(&self, event: RuntimeEvent) {
+    /// A container exited: record it, then restart it per policy.
+    async fn on_event(self: Arc<Self>, event: RuntimeEvent) {
         let RuntimeEvent::Exited {
             pod,
             container,
+            pid,
             status,
             oom_killed,
             finished_at,
-            ..
         } = event;
-        let mut pods = self.pods.lock().await;
-        let Some(state) = pods.get_mut(&pod) else {
-            return;
-        };
-        let Some(c) = state.status.containers.get_mut(&container) else {
-            return;
-        };
         let (exit_code, signal) = match status {
             ExitStatus::Exited(code) => (Some(code), None),
             ExitStatus::Signaled(signal) => (None, Some(signal)),
@@ -192,22 +247,138 @@ impl Reconciler {
         } else {
             "Error"
         };
-        c.state = ContainerState::Terminated {
-            exit_code,
-            signal,
-            reason: reason.to_owned(),
-            finished_at: timestamp(finished_at),
-        };
         let message = match (exit_code, signal) {
             (Some(code), _) => format!("{container} exited with code {code}"),
             (_, Some(sig)) => format!("{container} killed by signal {sig}"),
             _ => format!("{container} exited"),
         };
-        state
-            .status
-            .event(if oom_killed { "OOMKilled" } else { "Exited" }, message);
-        state.status.recompute_phase();
-        self.publish(&pod, &state.status).await;
+        {
+            let mut pods = self.pods.lock().await;
+            let Some(state) = pods.get_mut(&pod) else {
+                return;
+            };
+            let current = state.restarts.get(&container).and_then(|r| r.pid);
+            if current != Some(pid) {
+                // An earlier run's exit, or one that beat the record of its
+                // start: keep it for start_container to claim.
+                state.unclaimed.retain(
+                    |e| matches!(e, RuntimeEvent::Exited { container: c, .. } if *c != container),
+                );
+                state.unclaimed.push(RuntimeEvent::Exited {
+                    pod: pod.clone(),
+                    container,
+                    pid,
+                    status,
+                    oom_killed,
+                    finished_at,
+                });
+                return;
+            }
+            let Some(c) = state.status.containers.get_mut(&container) else {
+                return;
+            };
+            c.state = ContainerState::Terminated {
+                exit_code,
+                signal,
+                reason: reason.to_owned(),
+                finished_at: timestamp(finished_at),
+            };
+            state
+                .status
+                .event(if oom_killed { "OOMKilled" } else { "Exited" }, message);
+            state.status.recompute_phase();
+            self.publish(&pod, &state.status).await;
+        }
+        self.after_exit(&pod, &container, exit_code != Some(0))
+            .await;
+    }
+
+    /// The restart policy at work: decides whether and when `container`
+    /// starts again, and schedules it.
+    async fn after_exit(self: &Arc<Self>, pod: &str, container: &str, failed: bool) {
+        let (generation, delay) = {
+            let mut pods = self.pods.lock().await;
+            let Some(state) = pods.get_mut(pod) else {
+                return;
+            };
+            let restart = match state.spec.restart {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => failed,
+                RestartPolicy::Never => false,
+            };
+            if !restart || state.stopping || state.status.phase == Phase::Terminating {
+                return;
+            }
+            let stable = Duration::from_secs(self.config.stable_after_s);
+            let restarts = state.restarts.entry(container.to_owned()).or_default();
+            if restarts.started.is_some_and(|t| t.elapsed() >= stable) {
+                restarts.streak = 0;
+            }
+            let delay = self.config.backoff(restarts.streak);
+            restarts.streak = restarts.streak.saturating_add(1);
+            if !delay.is_zero() {
+                let message = format!(
+                    "back-off {:.1}s restarting failed container {container}",
+                    delay.as_secs_f64()
+                );
+                set_waiting(
+                    &mut state.status,
+                    container,
+                    "CrashLoopBackOff",
+                    Some(message.clone()),
+                );
+                state.status.event("BackOff", message);
+                state.status.recompute_phase();
+                self.publish(pod, &state.status).await;
+            }
+            (state.generation, delay)
+        };
+        tokio::spawn(Arc::clone(self).restart(
+            pod.to_owned(),
+            container.to_owned(),
+            generation,
+            delay,
+        ));
+    }
+
+    /// After `delay`, starts `container` again, unless its pod changed or
+    /// is going away meanwhile. (A boxed future with a declared `Send`: it
+    /// closes the cycle start → exit → restart → start.)
+    fn restart(
+        self: Arc<Self>,
+        pod: String,
+        container: String,
+        generation: u64,
+        delay: Duration,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let (spec, sandbox) = {
+                let mut pods = self.pods.lock().await;
+                let Some(state) = pods.get_mut(&pod) else {
+                    return;
+                };
+                if state.generation != generation
+                    || state.stopping
+                    || state.status.phase == Phase::Terminating
+                    || self.runtime.is_running(&pod, &container)
+                {
+                    return;
+                }
+                let Some(sandbox) = state.sandbox.clone() else {
+                    return;
+                };
+                if let Some(c) = state.status.containers.get_mut(&container) {
+                    c.restart_count += 1;
+                }
+                (state.spec.clone(), sandbox)
+            };
+            if let Some(c) = spec.container(&container) {
+                self.start_container(&spec, c, &sandbox).await;
+            }
+        })
     }
 
     async fn publish(&self, pod: &str, status: &PodStatus) {
@@ -247,84 +418,114 @@ impl Reconciler {
                 return;
             }
         };
+        if let Some(state) = self.pods.lock().await.get_mut(&spec.name) {
+            state.sandbox = Some(sandbox.clone());
+        }
         for container in &spec.containers {
-            let name = container.name.clone();
-            let (rootfs, image_config) = match &container.image {
-                Image::Rootfs(path) => (RootfsSource::Path(path.clone()), ImageConfig::default()),
-                Image::Reference(reference) => {
-                    self.update(&spec.name, |s| {
-                        set_waiting(s, &name, "Pulling", None);
-                    })
-                    .await;
-                    match self.images.ensure(reference).await {
-                        Ok(record) => {
-                            let layers = self.images.layer_dirs(&record);
-                            (RootfsSource::Layers(layers), record.config)
-                        }
-                        Err(e) => {
-                            let message = e.to_string();
-                            self.update(&spec.name, |s| {
-                                set_waiting(s, &name, "ImagePullBackOff", Some(message.clone()));
-                                s.event("Failed", message);
-                            })
-                            .await;
-                            continue;
-                        }
+            self.start_container(spec, container, &sandbox).await;
+        }
+    }
+
+    /// Image, config merge and start of one container; a failure is
+    /// recorded in the status and goes through the restart policy.
+    async fn start_container(
+        self: &Arc<Self>,
+        spec: &Pod,
+        container: &Container,
+        sandbox: &Sandbox,
+    ) {
+        let name = container.name.clone();
+        let (rootfs, image_config) = match &container.image {
+            Image::Rootfs(path) => (RootfsSource::Path(path.clone()), ImageConfig::default()),
+            Image::Reference(reference) => {
+                self.update(&spec.name, |s| {
+                    set_waiting(s, &name, "Pulling", None);
+                })
+                .await;
+                match self.images.ensure(reference).await {
+                    Ok(record) => {
+                        let layers = self.images.layer_dirs(&record);
+                        (RootfsSource::Layers(layers), record.config)
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        self.update(&spec.name, |s| {
+                            set_waiting(s, &name, "ImagePullBackOff", Some(message.clone()));
+                            s.event("Failed", message);
+                        })
+                        .await;
+                        return;
                     }
                 }
-            };
-            let run = match merge(&image_config, container) {
-                Ok(run) => run,
-                Err(e) => {
-                    let message = e.to_string();
-                    self.update(&spec.name, |s| {
-                        set_waiting(
-                            s,
-                            &name,
-                            "CreateContainerConfigError",
-                            Some(message.clone()),
+            }
+        };
+        let run = match merge(&image_config, container) {
+            Ok(run) => run,
+            Err(e) => {
+                let message = e.to_string();
+                self.update(&spec.name, |s| {
+                    set_waiting(
+                        s,
+                        &name,
+                        "CreateContainerConfigError",
+                        Some(message.clone()),
+                    );
+                    s.event("Failed", message);
+                })
+                .await;
+                return;
+            }
+        };
+        match self
+            .runtime
+            .start(spec, container, &run, rootfs, sandbox)
+            .await
+        {
+            Ok(started) => {
+                let early_exit = match self.pods.lock().await.get_mut(&spec.name) {
+                    Some(state) => {
+                        let restarts = state.restarts.entry(name.clone()).or_default();
+                        restarts.started = Some(Instant::now());
+                        restarts.pid = Some(started.pid);
+                        let position = state.unclaimed.iter().position(
+                            |e| matches!(e, RuntimeEvent::Exited { pid, .. } if *pid == started.pid),
                         );
-                        s.event("Failed", message);
-                    })
-                    .await;
-                    continue;
-                }
-            };
-            match self
-                .runtime
-                .start(spec, container, &run, rootfs, &sandbox)
-                .await
-            {
-                Ok(started) => {
-                    self.update(&spec.name, |s| {
-                        if let Some(c) = s.containers.get_mut(&name) {
-                            // An exit may already have been recorded.
-                            if !matches!(c.state, ContainerState::Terminated { .. }) {
-                                c.state = ContainerState::Running {
-                                    pid: started.pid,
-                                    started_at: timestamp(started.started_at),
-                                };
-                            }
-                        }
-                        s.event("Started", format!("started {name} (pid {})", started.pid));
-                    })
-                    .await;
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    self.update(&spec.name, |s| {
-                        if let Some(c) = s.containers.get_mut(&name) {
-                            c.state = ContainerState::Terminated {
-                                exit_code: Some(128),
-                                signal: None,
-                                reason: "StartError".to_owned(),
-                                finished_at: timestamp(SystemTime::now()),
+                        position.map(|i| state.unclaimed.remove(i))
+                    }
+                    None => None,
+                };
+                self.update(&spec.name, |s| {
+                    if let Some(c) = s.containers.get_mut(&name) {
+                        // An exit may already have been recorded.
+                        if !matches!(c.state, ContainerState::Terminated { .. }) {
+                            c.state = ContainerState::Running {
+                                pid: started.pid,
+                                started_at: timestamp(started.started_at),
                             };
                         }
-                        s.event("Failed", message);
-                    })
-                    .await;
+                    }
+                    s.event("Started", format!("started {name} (pid {})", started.pid));
+                })
+                .await;
+                if let Some(event) = early_exit {
+                    Box::pin(Arc::clone(self).on_event(event)).await;
                 }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                self.update(&spec.name, |s| {
+                    if let Some(c) = s.containers.get_mut(&name) {
+                        c.state = ContainerState::Terminated {
+                            exit_code: Some(128),
+                            signal: None,
+                            reason: "StartError".to_owned(),
+                            finished_at: timestamp(SystemTime::now()),
+                        };
+                    }
+                    s.event("Failed", message);
+                })
+                .await;
+                self.after_exit(&spec.name, &name, true).await;
             }
         }
     }
@@ -348,6 +549,14 @@ impl Reconciler {
     }
 }
 
+impl Reconciler {
+    async fn set_stopping(&self, pod: &str, stopping: bool) {
+        if let Some(state) = self.pods.lock().await.get_mut(pod) {
+            state.stopping = stopping;
+        }
+    }
+}
+
 fn set_waiting(status: &mut PodStatus, container: &str, reason: &str, message: Option<String>) {
     if let Some(c) = status.containers.get_mut(container) {
         c.state = ContainerState::Waiting {
@@ -363,6 +572,7 @@ async fn start_pod(this: Arc<Reconciler>, record: PodRecord) {
 }
 
 async fn replace_pod(this: Arc<Reconciler>, old: Pod, record: PodRecord) {
+    this.set_stopping(&old.name, true).await;
     this.stop_containers(&old).await;
     if old.network != record.spec.network {
         if let Err(e) = this.runtime.remove_sandbox(&old.name).await {
@@ -381,6 +591,11 @@ async fn replace_pod(this: Arc<Reconciler>, old: Pod, record: PodRecord) {
             state.status = status;
             state.generation = record.generation;
             state.spec = record.spec.clone();
+            state.restarts.clear();
+            state.stopping = false;
+            if old.network != record.spec.network {
+                state.sandbox = None;
+            }
         }
     }
     this.bring_up(&record.spec).await;
@@ -388,6 +603,7 @@ async fn replace_pod(this: Arc<Reconciler>, old: Pod, record: PodRecord) {
 }
 
 async fn delete_pod(this: Arc<Reconciler>, spec: Pod) {
+    this.set_stopping(&spec.name, true).await;
     this.stop_containers(&spec).await;
     if let Err(e) = this.runtime.remove_sandbox(&spec.name).await {
         log::error!("{}: cannot remove sandbox: {e}", spec.name);
@@ -395,4 +611,23 @@ async fn delete_pod(this: Arc<Reconciler>, spec: Pod) {
     this.pods.lock().await.remove(&spec.name);
     log::info!("{}: stopped and removed", spec.name);
     this.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_starts_immediately() {
+        let config = ReconcileConfig {
+            backoff_base_ms: 100,
+            backoff_cap_ms: 1000,
+            ..ReconcileConfig::default()
+        };
+        let delays: Vec<u64> = (0..8)
+            .map(|n| config.backoff(n).as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [0, 100, 200, 400, 800, 1000, 1000, 1000]);
+        assert_eq!(config.backoff(200), Duration::from_millis(1000));
+    }
 }
