@@ -22,7 +22,7 @@ pub enum NetError {
     Netlink {
         op: String,
         #[source]
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
     },
     /// The pod's netns could not be opened or entered.
     #[error("netns {path}: {op}: {source}")]
@@ -43,7 +43,7 @@ pub enum NetError {
     Dbus {
         what: String,
         #[source]
-        source: zbus::Error,
+        source: Box<zbus::Error>,
     },
     /// NetworkManager answered, but not with what the adapter needs.
     #[error("host adapter \"networkmanager\": {0}")]
@@ -54,10 +54,17 @@ pub enum NetError {
 }
 
 impl NetError {
+    pub(crate) fn dbus(what: impl Into<String>, source: zbus::Error) -> NetError {
+        NetError::Dbus {
+            what: what.into(),
+            source: Box::new(source),
+        }
+    }
+
     pub(crate) fn netlink(op: impl Into<String>, source: rtnetlink::Error) -> NetError {
         NetError::Netlink {
             op: op.into(),
-            source,
+            source: Box::new(source),
         }
     }
 

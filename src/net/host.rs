@@ -233,10 +233,7 @@ impl NetworkManagerHost {
                 Some(bus) => bus,
                 None => zbus::Connection::system()
                     .await
-                    .map_err(|source| NetError::Dbus {
-                        what: "connect to the system bus".to_owned(),
-                        source,
-                    })?,
+                    .map_err(|source| NetError::dbus("connect to the system bus", source))?,
             };
             tokio::time::timeout(timeout, query(&bus))
                 .await
@@ -297,17 +294,11 @@ where
             &(interface, property),
         )
         .await
-        .map_err(|source| NetError::Dbus {
-            what: what(),
-            source,
-        })?;
+        .map_err(|source| NetError::dbus(what(), source))?;
     let value: OwnedValue = reply
         .body()
         .deserialize()
-        .map_err(|source| NetError::Dbus {
-            what: what(),
-            source,
-        })?;
+        .map_err(|source| NetError::dbus(what(), source))?;
     T::try_from(value)
         .map_err(|e| NetError::NetworkManager(format!("{}: unexpected type: {e}", what())))
 }
@@ -438,6 +429,6 @@ mod tests {
         assert_eq!(host.dns().unwrap(), [Ipv4Addr::new(198, 51, 100, 7)]);
         std::fs::remove_file(&upstream).unwrap();
         std::fs::write(&etc, "nameserver 127.0.0.53\n").unwrap();
-        assert_eq!(host.dns().unwrap(), []);
+        assert!(host.dns().unwrap().is_empty());
     }
 }

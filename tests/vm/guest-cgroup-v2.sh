@@ -1,0 +1,75 @@
+#!/bin/bash
+# Guest side of tests/vm/run.sh, inside a Debian 12 VM with systemd 252, a
+# pure cgroup v2 hierarchy and a system D-Bus: tankd installed as the
+# systemd service of the repo (Type=notify, Delegate=yes), containers with
+# limits in its delegated subtree. Exit status = number of failed checks.
+set -u
+H=${VMRUN_SHARED:-/mnt/host}
+fails=0
+ok()  { echo "  [ok]   $*"; }
+bad() { echo "  [FAIL] $*"; fails=$((fails+1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+
+install -m 0755 "$H/tankd" "$H/tankctl" /usr/bin/
+install -m 0644 "$H/org.tank.Manager.conf" /etc/dbus-1/system.d/org.tank.Manager.conf
+busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig
+install -m 0644 "$H/tankd.service" /etc/systemd/system/tankd.service
+systemctl daemon-reload
+
+# The pods' root filesystem: busybox-static from the host.
+R=/var/lib/tank-vm/rootfs
+mkdir -p "$R/bin" "$R/etc" "$R/tmp"
+install -m 0755 "$H/busybox" "$R/bin/busybox"
+for a in sh sleep dd cat echo true; do ln -sf busybox "$R/bin/$a"; done
+echo 'root:x:0:0:root:/root:/bin/sh' > "$R/etc/passwd"
+echo 'root:x:0:' > "$R/etc/group"
+
+check "systemctl start tankd (Type=notify: READY=1)" systemctl start tankd
+systemctl show -p ActiveState,SubState,StatusText,ControlGroup tankd | sed 's/^/    /'
+main=$(systemctl show -p MainPID --value tankd)
+cg=$(systemctl show -p ControlGroup --value tankd)
+check "tankd moved itself to the supervisor leaf" grep -qx "0::$cg/supervisor" "/proc/$main/cgroup"
+base=/sys/fs/cgroup$cg
+echo "    $base/cgroup.subtree_control: $(cat "$base/cgroup.subtree_control")"
+check "controllers enabled for pods" grep -q memory "$base/pods/cgroup.subtree_control"
+
+wait_for() {  # wait_for POD JQ-LIKE-GREP
+    for _ in $(seq 300); do
+        tankctl get "$1" -o json 2>/dev/null | grep -q "$2" && return 0
+        sleep 0.2
+    done
+    tankctl get "$1" -o json; return 1
+}
+
+cat > /tmp/limited.json <<EOT
+{"name": "limited", "containers": [{"name": "main", "image": {"rootfs": "$R"},
+  "command": ["/bin/sleep", "1000"],
+  "limits": {"memory": 67108864, "pids": 20, "cpu": {"quota_us": 50000, "period_us": 100000}}}]}
+EOT
+check "apply a pod with limits" tankctl apply -f /tmp/limited.json
+check "it runs" wait_for limited '"running"'
+ccg=$base/pods/limited/main
+check "its cgroup is in tankd's delegated subtree" test -d "$ccg"
+pid=$(tankctl get limited -o json | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' | head -1)
+check "the container's PID 1 is in it" grep -qx "$pid" "$ccg/cgroup.procs"
+check "memory.max = 64 MiB" grep -qx 67108864 "$ccg/memory.max"
+check "pids.max = 20" grep -qx 20 "$ccg/pids.max"
+check "cpu.max = 50000 100000" grep -qx "50000 100000" "$ccg/cpu.max"
+
+cat > /tmp/oom.json <<EOT
+{"name": "oom", "restart": "never", "containers": [{"name": "main", "image": {"rootfs": "$R"},
+  "command": ["/bin/dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+  "limits": {"memory": 33554432}}]}
+EOT
+check "apply a pod over its memory limit" tankctl apply -f /tmp/oom.json
+check "OOMKilled from memory.events" wait_for oom '"OOMKilled"'
+
+check "delete" tankctl delete limited
+for _ in $(seq 100); do [ -d "$ccg" ] || break; sleep 0.2; done
+check "its cgroup is gone" test ! -d "$base/pods/limited"
+check "its process is gone" test ! -d "/proc/$pid"
+check "journalctl -u tankd has tankd's log" sh -c "journalctl -u tankd --no-pager | grep -q 'serving org.tank.Manager'"
+
+systemctl stop tankd
+echo "guest: $fails failed"
+exit "$fails"
