@@ -14,9 +14,12 @@
 //!   and back), authorization, spec validation, the RocksDB write with its
 //!   fsync, the object export, the reconcile pass, the pod's network
 //!   namespace (loopback only) and etc files, the container's cgroups, the
-//!   clone3 + re-exec of tankd's init stage, the overlay mount of the image
-//!   layers, /proc /sys /dev, pivot_root, the workload's exec and exit, the
-//!   pidfd wake-up and the status publication.
+//!   clone3 + re-exec of tankd's init stage, the move into the cgroups, the
+//!   overlay mount of the image layers, /proc /sys /dev, pivot_root, the
+//!   workload's exec and exit (which completes only once the kernel has torn
+//!   down the container's mount namespace: unmounting the overlay syncs its
+//!   upper filesystem), the pidfd wake-up, the removal of the container's
+//!   cgroups and scratch dirs, and the status publication.
 //! - **tank apply→running**: the same with `/bin/sh -c 'echo started; sleep
 //!   100'`, until `containers.main.state.running` appears: tankd publishes it
 //!   once the workload has been exec'd, i.e. at its first instruction. The
@@ -34,12 +37,18 @@
 //!   store, no overlay, no daemon, no status reporting.
 //! - **unshare (floor)**: `unshare --mount --pid --uts --ipc --net --fork
 //!   --root ROOTFS /bin/true`: the kernel's cost of the namespaces plus a
-//!   fork and two execs.
+//!   fork and two execs. No cgroup.
+//!
+//! On a host with cgroup v1 controllers (hybrid, as here), the first move
+//! of a process into a v1 cgroup waits for an RCU grace period (~11 ms
+//! measured here, the first `cgroup.procs` write; later ones are µs): tank,
+//! crun, runc and podman all pay it once per start, the floor does not.
 //!
 //! Each measurement gets one untimed warm-up, then BENCH_RUNS (default 10)
-//! rounds, each running every contender once in turn so that noise hits all
-//! of them alike. Tank's deletions and everything's cleanup happen between
-//! the timed parts, followed by a short pause.
+//! rounds, each running every contender once in turn (each round starting
+//! with the next one) so that noise hits all of them alike. Tank's
+//! deletions and everyone's cleanup happen between the timed parts,
+//! followed by a short pause.
 //!
 //! Cleanup: pods deleted (and torn down) after each run, tankd stopped, its
 //! home (data, cgroups, netns pins) removed, podman's private storage reset
@@ -51,11 +60,12 @@
 //!
 //! Hybrid cgroups: crun 1.8 refuses to create containers when the cgroup2
 //! hierarchy at /sys/fs/cgroup/unified has controllers enabled. crun and
-//! podman are then run from a dedicated thread of this process that lives in
-//! a private (slave) mount namespace in which that `cgroup.controllers` file
-//! is an empty file bind-mounted over it: crun sees a host whose cgroup2 has
-//! no controllers, nothing on the host changes, and the timed commands carry
-//! no wrapper process. runc and the floor run in the host's mount namespace.
+//! podman are run from a dedicated thread of this process that lives in a
+//! private (slave) mount namespace in which that `cgroup.controllers` file
+//! is then an empty file bind-mounted over it: crun sees a host whose
+//! cgroup2 has no controllers, nothing on the host changes, and the timed
+//! commands carry no wrapper process. runc and the floor run in the host's
+//! mount namespace.
 //!
 //! Environment: BENCH_RUNS (default 10); BENCH_PAUSE_MS (100) between two
 //! timed starts, so that the kernel's asynchronous teardown of one (netns,
@@ -86,6 +96,17 @@ const TANK_IMAGE: &str = "localhost/bench/busybox:1";
 const REGISTRY_REPO: &str = "bench/busybox:1";
 /// The file crun 1.8 refuses to run with when it is not empty.
 const UNIFIED_CONTROLLERS: &str = "/sys/fs/cgroup/unified/cgroup.controllers";
+/// The contenders, as labelled in the report.
+const TANK_EXITED: &str = "tank apply→exited";
+const TANK_RUNNING: &str = "tank apply→running";
+const PODMAN: &str = "podman run --rm";
+const CRUN: &str = "crun run";
+const RUNC: &str = "runc run";
+const FLOOR: &str = "unshare (floor)";
+const CONTENDERS: [&str; 6] = [TANK_EXITED, TANK_RUNNING, PODMAN, CRUN, RUNC, FLOOR];
+/// Where podman 4.3 records blob locations on every pull (no setting for
+/// it in that version).
+const BLOB_INFO_CACHE: &str = "/var/lib/containers/cache";
 /// Longest wait for any single step before the bench gives up.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -341,29 +362,33 @@ fn running_pod(name: &str) -> Value {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// A thread that runs jobs (crun, podman) in its own mount namespace, in
-/// which [`UNIFIED_CONTROLLERS`] is hidden by an empty file when the host's
-/// hybrid cgroups would make crun refuse to work. Processes spawned from
-/// it inherit that namespace; mounts made in there (podman's overlays)
-/// never reach the host and vanish with the thread.
+/// A thread that runs jobs (crun, podman) in its own mount namespace
+/// (slave propagation: host mounts still come in, none of ours go out), in
+/// which
+/// - [`UNIFIED_CONTROLLERS`] is an empty file when the host's hybrid cgroups
+///   would make crun refuse to work;
+/// - an existing [`BLOB_INFO_CACHE`] is a private directory, so podman's
+///   pull does not write to the host's shared cache.
+///
+/// Processes spawned from the thread inherit that namespace; mounts made in
+/// there (podman's overlays) never reach the host and vanish with the
+/// thread.
 struct PeerThread {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl PeerThread {
-    fn start(empty: PathBuf) -> (PeerThread, bool) {
+    /// Starts the thread with its private files under `dir`; true if the
+    /// cgroup2 controllers are hidden.
+    fn start(dir: PathBuf) -> (PeerThread, bool) {
         let hide = std::fs::read_to_string(UNIFIED_CONTROLLERS)
             .map(|c| !c.trim().is_empty())
             .unwrap_or(false);
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready_tx, ready) = mpsc::channel::<Result<(), String>>();
         let thread = std::thread::spawn(move || {
-            if hide {
-                let _ = ready_tx.send(hide_controllers(&empty));
-            } else {
-                let _ = ready_tx.send(Ok(()));
-            }
+            let _ = ready_tx.send(private_namespace(&dir, hide));
             for job in queue {
                 job();
             }
@@ -404,12 +429,20 @@ impl Drop for PeerThread {
     }
 }
 
-/// The calling thread into a private mount namespace (slave propagation:
-/// host mounts still come in, ours never go out) in which
-/// [`UNIFIED_CONTROLLERS`] reads as empty.
-fn hide_controllers(empty: &Path) -> Result<(), String> {
+/// The calling thread into the namespace [`PeerThread`] describes, its
+/// private files under `dir`.
+fn private_namespace(dir: &Path, hide_controllers: bool) -> Result<(), String> {
     use nix::mount::{mount, MsFlags};
-    std::fs::write(empty, "").map_err(|e| format!("{}: {e}", empty.display()))?;
+    let bind = |source: &Path, target: &str| {
+        mount(
+            Some(source),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("bind {} over {target}: {e}", source.display()))
+    };
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
     mount(
@@ -420,14 +453,17 @@ fn hide_controllers(empty: &Path) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| format!("make / rslave: {e}"))?;
-    mount(
-        Some(empty),
-        UNIFIED_CONTROLLERS,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| format!("bind {} over {UNIFIED_CONTROLLERS}: {e}", empty.display()))
+    if hide_controllers {
+        let empty = dir.join("empty-controllers");
+        std::fs::write(&empty, "").map_err(|e| format!("{}: {e}", empty.display()))?;
+        bind(&empty, UNIFIED_CONTROLLERS)?;
+    }
+    if Path::new(BLOB_INFO_CACHE).is_dir() {
+        let cache = dir.join("blob-info-cache");
+        std::fs::create_dir_all(&cache).map_err(|e| format!("{}: {e}", cache.display()))?;
+        bind(&cache, BLOB_INFO_CACHE)?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- podman
@@ -491,6 +527,8 @@ impl Podman {
                 ("CONTAINERS_CONF".into(), containers),
                 ("CONTAINERS_STORAGE_CONF".into(), storage),
                 ("CONTAINERS_REGISTRIES_CONF".into(), registries),
+                // Its scratch files (default /var/tmp) stay private too.
+                ("TMPDIR".into(), dir.to_owned()),
             ],
         }
     }
@@ -629,9 +667,9 @@ fn installed(program: &str) -> bool {
 /// Host paths podman 4.3 and crun may create outside the private
 /// directories this bench gives them: crun's default state dir (podman runs
 /// crun without `--root`), podman's cgroupfs parent in every hierarchy, and
-/// /var/lib/containers, where a podman 4.3 pull records blob locations
-/// (blob-info-cache-v1.boltdb; this version has no setting for it). Those
-/// that did not exist before the bench are removed after it.
+/// /var/lib/containers for [`BLOB_INFO_CACHE`] (hidden by a private dir when
+/// it exists, see [`PeerThread`], but created on the host when it does
+/// not). Those that did not exist before the bench are removed after it.
 fn host_side_paths() -> Vec<PathBuf> {
     let mut paths = vec![
         PathBuf::from("/run/crun"),
@@ -706,7 +744,7 @@ async fn main() {
     make_bundle(&bundle, &rootfs, nofile);
     let crun_state = dir.join("crun-state");
     let runc_state = dir.join("runc-state");
-    let (peers, hidden) = PeerThread::start(dir.join("empty-controllers"));
+    let (peers, hidden) = PeerThread::start(dir.clone());
     let podman = if installed("podman") {
         let registry = Registry::start();
         registry
@@ -729,9 +767,9 @@ async fn main() {
         rootfs.display(),
         Podman::network_backend(),
         if hidden {
-            "in a mount namespace hiding the hybrid cgroup2 controllers"
+            "in a private mount namespace hiding the hybrid cgroup2 controllers"
         } else {
-            "in the host's mount namespace"
+            "in a private mount namespace"
         }
     );
 
@@ -763,44 +801,49 @@ async fn main() {
 
     let mut t: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
     let mut exited_steps = Vec::new();
+    let contenders: Vec<&str> = CONTENDERS
+        .iter()
+        .copied()
+        .filter(|c| match *c {
+            PODMAN => podman.is_some(),
+            RUNC => runc,
+            _ => true,
+        })
+        .collect();
     for n in 0..runs {
-        settle().await;
-        let name = format!("b{n}");
-        let seen = tank.apply_until(&exit_pod(&name), "terminated").await;
-        t.entry("tank apply→exited")
-            .or_default()
-            .push(seen.terminated.unwrap());
-        exited_steps.push(seen);
-        tank.delete(&name).await;
-
-        settle().await;
-        let name = format!("r{n}");
-        let seen = tank.apply_until(&running_pod(&name), "running").await;
-        t.entry("tank apply→running")
-            .or_default()
-            .push(seen.running.unwrap());
-        tank.delete(&name).await;
-
-        if let Some((podman, reference)) = &podman {
+        // Every round starts with the next contender: none always runs
+        // right after the same neighbour.
+        for i in 0..contenders.len() {
+            let contender = contenders[(i + n) % contenders.len()];
             settle().await;
-            let (p, r) = (podman.clone(), reference.clone());
-            let took = peers.run(move || p.run_true(&r));
-            t.entry("podman run --rm").or_default().push(took);
+            let took = match contender {
+                TANK_EXITED => {
+                    let name = format!("b{n}");
+                    let seen = tank.apply_until(&exit_pod(&name), "terminated").await;
+                    tank.delete(&name).await;
+                    exited_steps.push(seen.clone());
+                    seen.terminated.unwrap()
+                }
+                TANK_RUNNING => {
+                    let name = format!("r{n}");
+                    let seen = tank.apply_until(&running_pod(&name), "running").await;
+                    tank.delete(&name).await;
+                    seen.running.unwrap()
+                }
+                PODMAN => {
+                    let (p, r) = podman.clone().unwrap();
+                    peers.run(move || p.run_true(&r))
+                }
+                CRUN => {
+                    let (s, b) = (crun_state.clone(), bundle.clone());
+                    let id = format!("tank-bench-{n}");
+                    peers.run(move || oci_run("crun", &s, &b, &id))
+                }
+                RUNC => oci_run("runc", &runc_state, &bundle, &format!("tank-bench-{n}")),
+                _ => unshare_floor(&rootfs),
+            };
+            t.entry(contender).or_default().push(took);
         }
-        settle().await;
-        let (s, b) = (crun_state.clone(), bundle.clone());
-        let id = format!("tank-bench-{n}");
-        let took = peers.run(move || oci_run("crun", &s, &b, &id));
-        t.entry("crun run").or_default().push(took);
-        if runc {
-            settle().await;
-            let took = oci_run("runc", &runc_state, &bundle, &format!("tank-bench-{n}"));
-            t.entry("runc run").or_default().push(took);
-        }
-        settle().await;
-        t.entry("unshare (floor)")
-            .or_default()
-            .push(unshare_floor(&rootfs));
     }
 
     // Cleanup: tankd and its home, podman's storage (inside the namespace
@@ -832,14 +875,7 @@ async fn main() {
     let med: BTreeMap<&str, f64> = t.into_iter().map(|(k, v)| (k, ms(median(v)))).collect();
     println!("\nstart→outcome over {runs} runs");
     println!("{:<26} {:>11} {:>9}", "", "median ms", "min ms");
-    for name in [
-        "tank apply→exited",
-        "tank apply→running",
-        "podman run --rm",
-        "crun run",
-        "runc run",
-        "unshare (floor)",
-    ] {
+    for name in CONTENDERS {
         if let Some(v) = med.get(name) {
             println!("{name:<26} {v:>11.2} {:>9.2}", min[name]);
         }
@@ -861,9 +897,9 @@ async fn main() {
     let signals: Vec<usize> = exited_steps.iter().map(|m| m.signals).collect();
     println!("  Status signals per run     {signals:?}");
 
-    let tank_exit = med["tank apply→exited"];
+    let tank_exit = med[TANK_EXITED];
     println!();
-    if let Some(p) = med.get("podman run --rm") {
+    if let Some(p) = med.get(PODMAN) {
         println!(
             "tank(apply→exited) / podman run = {:.3}  (target <= 0.1)",
             tank_exit / p
@@ -871,16 +907,16 @@ async fn main() {
     } else {
         println!("(podman not installed: bench/run.sh installs it)");
     }
-    let c = med["crun run"];
+    let c = med[CRUN];
     println!(
         "tank(apply→exited) / crun run   = {:.2}   (target <= 1.5)",
         tank_exit / c
     );
-    if let Some(r) = med.get("runc run") {
+    if let Some(r) = med.get(RUNC) {
         println!("tank(apply→exited) / runc run   = {:.2}", tank_exit / r);
     }
     println!(
         "tank(apply→exited) / floor      = {:.2}",
-        tank_exit / med["unshare (floor)"]
+        tank_exit / med[FLOOR]
     );
 }

@@ -58,6 +58,8 @@ pub struct Config {
     pub logs: LogsConfig,
     /// Restart backoff and resync interval.
     pub reconcile: crate::reconcile::ReconcileConfig,
+    /// Where host facts (the uplink of `parent: "auto"`, default DNS) come from.
+    pub host: crate::net::host::HostConfig,
 }
 
 /// `[logs]`: per-container output logs.
@@ -97,6 +99,7 @@ impl Default for Config {
             cgroups: Default::default(),
             logs: LogsConfig::default(),
             reconcile: Default::default(),
+            host: Default::default(),
         }
     }
 }

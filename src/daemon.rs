@@ -92,12 +92,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .await
         .expect("image store open task panicked")?;
 
-    let runtime = Runtime::new(RuntimeConfig {
-        data_dir: config.data_dir.clone(),
-        run_dir: config.run_dir.clone(),
-        cgroups: config.cgroups.clone(),
-        log_max_bytes: config.logs.max_bytes,
-    })?;
+    let host: Arc<dyn crate::net::host::Host> = Arc::from(config.host.build(None));
+    let runtime = Runtime::new(
+        RuntimeConfig {
+            data_dir: config.data_dir.clone(),
+            run_dir: config.run_dir.clone(),
+            cgroups: config.cgroups.clone(),
+            log_max_bytes: config.logs.max_bytes,
+        },
+        host,
+    )?;
     log::info!("cgroups: {}", runtime.cgroups().describe());
 
     let conn = zbus::connection::Builder::system()?

@@ -234,6 +234,15 @@ fn link_index(netns: &Path, name: &str) -> String {
         .to_owned()
 }
 
+/// The MAC of a link inside a netns (not from /sys: nsenter keeps the
+/// host's sysfs).
+fn mac_of(netns: &Path, name: &str) -> String {
+    let out = ns_sh(netns, &["ip", "-o", "link", "show", name]);
+    let mut words = out.split_whitespace();
+    words.find(|w| *w == "link/ether");
+    words.next().unwrap_or_default().to_owned()
+}
+
 #[test]
 fn two_pods_talk_to_each_other_and_the_gateway() {
     let mut lab = Lab::new();
@@ -430,7 +439,8 @@ fn drift_is_observed_and_repaired() {
     configure_nics(&pod, &nics, &host).unwrap();
     assert!(observe_nics(&pod, &nics).unwrap()[0].is_configured());
 
-    // The NIC goes.
+    // The NIC goes; it comes back with the same MAC (ARP caches stay right).
+    let mac = mac_of(&pod, "eth0");
     ns_sh(&pod, &["ip", "link", "del", "eth0"]);
     let state = &observe_nics(&pod, &nics).unwrap()[0];
     assert!(!state.present && !state.address, "{state:?}");
@@ -438,7 +448,20 @@ fn drift_is_observed_and_repaired() {
     let state = &observe_nics(&pod, &nics).unwrap()[0];
     assert!(state.is_configured(), "{state:?}");
     assert_eq!(link_names(&pod), ["lo", "eth0"]);
+    let octets = nics[0].ip.addr.octets();
+    assert_eq!(
+        mac,
+        format!(
+            "02:6b:{:02x}:{:02x}:{:02x}:{:02x}",
+            octets[0], octets[1], octets[2], octets[3]
+        )
+    );
+    assert_eq!(mac_of(&pod, "eth0"), mac);
     assert!(ping(&pod, up.gateway()), "repaired NIC carries traffic");
+    assert!(
+        ping(&up.gw_netns, nics[0].ip.addr),
+        "gateway -> repaired NIC"
+    );
 }
 
 #[test]

@@ -17,8 +17,10 @@
 //! pod's netns and opens a second socket there for everything else. The
 //! functions block: call them from `spawn_blocking` or a plain thread.
 //!
-//! Only one default route: the one of the first NIC (in declaration order)
-//! with a `gateway`; the other NICs' gateways are ignored (logged).
+//! A NIC's MAC address is derived from its IPv4 address ([`mac_for`]), so
+//! it survives recreation. Only one default route: the one of the first
+//! NIC (in declaration order) with a `gateway`; the other NICs' gateways
+//! are ignored (logged).
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
@@ -277,7 +279,10 @@ impl Apply<'_> {
             if link.name == "lo" && !link.up {
                 self.set_up(link.index, "lo").await?;
             }
-            if is_temp_name(&link.name) && link.is_macvlan() {
+            if is_temp_name(&link.name)
+                && link.is_macvlan()
+                && !self.nics.iter().any(|n| n.name == link.name)
+            {
                 log::info!("removing leftover temporary link {}", link.name);
                 self.delete_link(link.index, &link.name).await?;
             }
@@ -385,6 +390,7 @@ impl Apply<'_> {
         let temp = loop {
             let temp = temp_name();
             let message = LinkMacVlan::new(&temp, self.parent_indexes[i], MacVlanMode::Bridge)
+                .address(mac_for(nic.ip.addr).to_vec())
                 .setns_by_fd(self.ns.as_raw_fd())
                 .build();
             match self.outside.handle.link().add(message).execute().await {
@@ -504,6 +510,15 @@ fn address_message(index: u32, cidr: Ipv4Cidr) -> AddressMessage {
         .build()
 }
 
+/// The MAC address of the NIC with address `ip`: locally administered,
+/// unicast, `02:6b:` + the address (as Docker does), so that a NIC that is
+/// recreated (repair, pod restart) keeps its MAC and the LAN's ARP caches
+/// stay right.
+pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let [a, b, c, d] = ip.octets();
+    [0x02, 0x6b, a, b, c, d]
+}
+
 /// `tk` + 12 random hex digits (14 bytes, under IFNAMSIZ).
 fn temp_name() -> String {
     use std::io::Read;
@@ -559,6 +574,20 @@ mod tests {
         assert!(err(&[nic("a-very-long-name0")]).contains("1 to 15 bytes"));
         assert!(err(&[nic("lo")]).contains("loopback"));
         assert!(err(&[nic("a/b")]).contains("not a valid"));
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            mac_for(Ipv4Addr::new(10, 77, 1, 11)),
+            [0x02, 0x6b, 10, 77, 1, 11]
+        );
+    }
+
+    #[test]
+    fn errors_cross_threads() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        send_sync::<NetError>();
     }
 
     #[test]

@@ -69,6 +69,9 @@ impl ReconcileConfig {
     }
 }
 
+/// How soon a pod whose sandbox could not be made is tried again.
+const SANDBOX_RETRY: Duration = Duration::from_secs(2);
+
 /// Restart bookkeeping of one container.
 #[derive(Debug, Default)]
 struct Restarts {
@@ -159,7 +162,9 @@ impl Reconciler {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
-                _ = tokio::time::sleep(Duration::from_secs(self.config.resync_s)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(self.config.resync_s)) => {
+                    Arc::clone(&self).repair_drift().await;
+                }
             }
         }
     }
@@ -197,6 +202,15 @@ impl Reconciler {
                     );
                     self.spawn_task(start_pod(Arc::clone(self), record.clone()));
                 }
+                Some(state)
+                    if state.generation == record.generation
+                        && state.sandbox.is_none()
+                        && !state.busy
+                        && !state.stopping =>
+                {
+                    state.busy = true;
+                    self.spawn_task(start_pod(Arc::clone(self), record.clone()));
+                }
                 Some(state) if state.generation != record.generation && !state.busy => {
                     state.busy = true;
                     self.spawn_task(replace_pod(
@@ -218,6 +232,35 @@ impl Reconciler {
                 state.busy = true;
                 state.status.phase = Phase::Terminating;
                 self.spawn_task(delete_pod(Arc::clone(self), state.spec.clone()));
+            }
+        }
+    }
+
+    /// The periodic resync's drift repair: NICs deleted or re-addressed
+    /// inside a running pod's netns are put back, without restarting its
+    /// containers.
+    async fn repair_drift(self: Arc<Self>) {
+        let pods: Vec<Pod> = {
+            let pods = self.pods.lock().await;
+            pods.values()
+                .filter(|s| !s.busy && !s.stopping && s.sandbox.is_some())
+                .map(|s| s.spec.clone())
+                .collect()
+        };
+        for spec in pods {
+            if self.runtime.nics_drifted(&spec).await == Some(true) {
+                log::info!("{}: network drifted, repairing", spec.name);
+                match self.runtime.ensure_sandbox(&spec).await {
+                    Ok(_) => {
+                        self.update(&spec.name, |s| s.event("NetworkRepaired", "NICs restored"))
+                            .await
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        self.update(&spec.name, |s| s.event("FailedRepair", message))
+                            .await
+                    }
+                }
             }
         }
     }
@@ -406,18 +449,32 @@ impl Reconciler {
 
     /// Image, sandbox and every container of `spec`.
     async fn bring_up(self: &Arc<Self>, spec: &Pod) {
-        let sandbox: Sandbox = match self.runtime.ensure_sandbox(spec, &[]).await {
+        let sandbox: Sandbox = match self.runtime.ensure_sandbox(spec).await {
             Ok(sandbox) => sandbox,
             Err(e) => {
+                // Facts only known at run time (a missing parent interface…):
+                // reported, and retried by a later pass.
                 let message = e.to_string();
+                log::warn!("{}: sandbox: {message}", spec.name);
                 self.update(&spec.name, |s| {
                     s.message = Some(message.clone());
                     s.event("FailedCreatePodSandBox", message);
                 })
                 .await;
+                let this = Arc::clone(self);
+                tokio::spawn(async move {
+                    tokio::time::sleep(SANDBOX_RETRY).await;
+                    this.wake.notify_one();
+                });
                 return;
             }
         };
+        let ips: Vec<String> = sandbox.ips.iter().map(|ip| ip.to_string()).collect();
+        self.update(&spec.name, |s| {
+            s.message = None;
+            s.ips = ips;
+        })
+        .await;
         if let Some(state) = self.pods.lock().await.get_mut(&spec.name) {
             state.sandbox = Some(sandbox.clone());
         }

@@ -73,6 +73,8 @@ pub struct PodStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub containers: BTreeMap<String, ContainerStatus>,
+    /// The pod's IPv4 addresses (its NICs').
+    pub ips: Vec<String>,
     pub events: VecDeque<Event>,
 }
 
@@ -101,6 +103,7 @@ impl PodStatus {
                     )
                 })
                 .collect(),
+            ips: Vec::new(),
             events: VecDeque::new(),
         }
     }

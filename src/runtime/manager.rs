@@ -28,6 +28,8 @@ use super::spawn::{self, ExitStatus, Spawner, Stdio};
 use super::volumes::Volumes;
 use crate::image::runconfig::RunConfig;
 use crate::net::etc::{write_pod_etc, PodEtc, Resolv};
+use crate::net::host::Host;
+use crate::net::macvlan::{configure_nics, observe_nics};
 use crate::net::netns::NetnsDir;
 use crate::spec::{Container, Network, Pod, VolumeSource};
 
@@ -39,6 +41,8 @@ pub enum RuntimeError {
     Cgroup(#[from] super::cgroup::CgroupError),
     #[error("network: {0}")]
     Netns(#[from] crate::net::netns::NetnsError),
+    #[error("network: {0}")]
+    Net(#[from] crate::net::NetError),
     #[error("volume: {0}")]
     Volume(#[from] super::volumes::VolumeError),
     #[error("{path}: {source}")]
@@ -73,6 +77,8 @@ pub struct RuntimeConfig {
 pub struct Sandbox {
     pub netns: Option<PathBuf>,
     pub etc: PodEtc,
+    /// The pod's addresses (its NICs'), in NIC order.
+    pub ips: Vec<Ipv4Addr>,
 }
 
 /// How a container's root filesystem is made.
@@ -114,6 +120,7 @@ struct Live {
 
 pub struct Runtime {
     config: RuntimeConfig,
+    host: Arc<dyn Host>,
     spawner: Spawner,
     cgroups: Cgroups,
     volumes: Volumes,
@@ -124,13 +131,15 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(config: RuntimeConfig) -> Result<Arc<Runtime>, RuntimeError> {
-        Self::with_spawner(config, Spawner::new()?)
+    /// `host` answers `parent: "auto"` and the default DNS of pods.
+    pub fn new(config: RuntimeConfig, host: Arc<dyn Host>) -> Result<Arc<Runtime>, RuntimeError> {
+        Self::with_spawner(config, host, Spawner::new()?)
     }
 
     /// With an explicit spawner (tests run the tankd binary by path).
     pub fn with_spawner(
         config: RuntimeConfig,
+        host: Arc<dyn Host>,
         spawner: Spawner,
     ) -> Result<Arc<Runtime>, RuntimeError> {
         let cgroups = Cgroups::detect(&config.cgroups)?;
@@ -141,6 +150,7 @@ impl Runtime {
             volumes: Volumes::new(&config.data_dir.join("volumes")),
             netns: NetnsDir::new(&config.run_dir),
             config,
+            host,
             spawner,
             cgroups,
             live: Mutex::new(HashMap::new()),
@@ -186,13 +196,10 @@ impl Runtime {
             .cloned()
     }
 
-    /// Creates (or finds) the sandbox of `pod`: its network namespace
-    /// (none for network `host`) and its etc files.
-    pub async fn ensure_sandbox(
-        &self,
-        pod: &Pod,
-        addresses: &[Ipv4Addr],
-    ) -> Result<Sandbox, RuntimeError> {
+    /// Creates (or finds, repairing drift) the sandbox of `pod`: its
+    /// network namespace (none for network `host`) with its NICs
+    /// configured, and its etc files.
+    pub async fn ensure_sandbox(&self, pod: &Pod) -> Result<Sandbox, RuntimeError> {
         let netns = match pod.network {
             Network::Host => None,
             _ => {
@@ -205,16 +212,55 @@ impl Runtime {
                 )
             }
         };
+        let ips = match (&pod.network, &netns) {
+            (Network::Nics(network), Some(path)) => {
+                let (path, nics, host) =
+                    (path.clone(), network.nics.clone(), Arc::clone(&self.host));
+                tokio::task::spawn_blocking(move || configure_nics(&path, &nics, host.as_ref()))
+                    .await
+                    .map_err(|e| RuntimeError::Other(e.to_string()))??
+            }
+            _ => Vec::new(),
+        };
         let resolv = match &pod.network {
-            Network::Nics(nics) if nics.dns.is_some() => Resolv {
-                nameservers: nics.dns.iter().flatten().map(|ip| ip.to_string()).collect(),
-                ..Resolv::default()
-            },
+            Network::Nics(network) => {
+                let servers = match &network.dns {
+                    Some(dns) => dns.clone(),
+                    None => {
+                        let host = Arc::clone(&self.host);
+                        tokio::task::spawn_blocking(move || host.dns())
+                            .await
+                            .map_err(|e| RuntimeError::Other(e.to_string()))??
+                    }
+                };
+                Resolv {
+                    nameservers: servers.iter().map(|ip| ip.to_string()).collect(),
+                    ..Resolv::default()
+                }
+            }
+            // Network none has no DNS to reach, host shares the host's.
             _ => Resolv::for_pods_from_host(),
         };
         let dir = self.pod_dir(&pod.name).join("etc");
-        let etc = write_pod_etc(&dir, &pod.name, &resolv, addresses).map_err(io_err(&dir))?;
-        Ok(Sandbox { netns, etc })
+        let etc = write_pod_etc(&dir, &pod.name, &resolv, &ips).map_err(io_err(&dir))?;
+        Ok(Sandbox { netns, etc, ips })
+    }
+
+    /// Whether the NICs of `pod` are as declared (drift detection); `None`
+    /// for pods without NICs.
+    pub async fn nics_drifted(&self, pod: &Pod) -> Option<bool> {
+        let Network::Nics(network) = &pod.network else {
+            return None;
+        };
+        let path = self.netns.path(&pod.name);
+        let nics = network.nics.clone();
+        let states = tokio::task::spawn_blocking(move || observe_nics(&path, &nics))
+            .await
+            .ok()?;
+        Some(match states {
+            Ok(states) => states.iter().any(|s| !s.is_configured()),
+            Err(_) => true,
+        })
     }
 
     /// Tears down what `ensure_sandbox` made (call once no container of the
