@@ -458,9 +458,17 @@ async fn images_over_the_bus_and_tankctl() {
     );
 
     // In use by a declared pod → refused; after the pod is gone → removed.
-    let pod =
-        format!(r#"{{"name": "web", "containers": [{{"name": "app", "image": "{reference}"}}]}}"#);
+    let pod = format!(
+        r#"{{"name": "web", "restart": "never",
+            "containers": [{{"name": "app", "image": "{reference}", "command": ["true"]}}]}}"#
+    );
     ok(&tankd.tankctl_stdin(&["apply", "-f", "-"], Some(&pod)));
+    // Let the loop finish with it, so nothing pulls it again behind the test.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ok(&tankd.tankctl(&["get", "web", "-o", "json"])).contains("\"terminated\"") {
+        assert!(std::time::Instant::now() < deadline, "web never ran");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let err = failed(&tankd.tankctl(&["image", "rm", &reference]));
     assert_eq!(
         err,

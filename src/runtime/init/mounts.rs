@@ -121,7 +121,14 @@ pub(crate) fn overlay_options(
         }
         Ok(s.to_owned())
     };
-    let tail = format!(",upperdir={},workdir={}", text(upper)?, text(work)?);
+    // `volatile`: no syncs for the upper layer. It is thrown away and made
+    // afresh at every start, so a crash can never leave one to reuse; and
+    // without it, tearing the container down syncs the whole filesystem.
+    let tail = format!(
+        ",upperdir={},workdir={},volatile",
+        text(upper)?,
+        text(work)?
+    );
     let absolute = lower.iter().map(|p| text(p)).collect::<Step<Vec<_>>>()?;
     let options = format!("lowerdir={}{tail}", absolute.join(":"));
     if options.len() <= MAX_MOUNT_DATA {
@@ -571,7 +578,10 @@ mod tests {
     fn overlay_options_absolute() {
         let lower = vec![PathBuf::from("/l/b"), PathBuf::from("/l/a")];
         let (opts, dir) = overlay_options(&lower, Path::new("/s/u"), Path::new("/s/w")).unwrap();
-        assert_eq!(opts, "lowerdir=/l/b:/l/a,upperdir=/s/u,workdir=/s/w");
+        assert_eq!(
+            opts,
+            "lowerdir=/l/b:/l/a,upperdir=/s/u,workdir=/s/w,volatile"
+        );
         assert_eq!(dir, None);
     }
 
