@@ -9,8 +9,12 @@ packages=(
     clang libclang-dev pkg-config g++
     # a private system bus and its tools for the tests (busctl is in systemd)
     dbus-daemon dbus systemd
-    # setpriv for running test clients as other users
-    util-linux
+    # setpriv (test clients as other users), nsenter, mount
+    util-linux mount
+    # test topologies (veth uplinks, scratch namespaces)
+    iproute2
+    # the cgroup tests allocate memory with it
+    python3
     # test images are built from busybox-static and served by a real registry
     busybox-static docker-registry
 )
