@@ -2,6 +2,7 @@
 # Side-by-side benchmarks of Tank and its peers, as root.
 #   bench/run.sh pull     pull+unpack of a ~100 MB 5-layer image: tank vs podman vs tar
 #   bench/run.sh start    start→exit of busybox /bin/true: tank vs podman vs crun/runc vs unshare
+#   bench/run.sh net      netns + one macvlan NIC per pod: tank vs the equivalent `ip` commands
 # Installs the peers (podman, crun, runc) if missing. Uses the same build
 # profile as the tests, so nothing is rebuilt from scratch.
 set -euo pipefail
@@ -18,5 +19,6 @@ fi
 case "${1:-}" in
     pull) exec cargo bench --profile dev --bench pull ;;
     start) exec cargo bench --profile dev --bench start ;;
-    *) echo "usage: bench/run.sh pull|start" >&2; exit 2 ;;
+    net) exec cargo bench --profile dev --bench net ;;
+    *) echo "usage: bench/run.sh pull|start|net" >&2; exit 2 ;;
 esac

@@ -179,6 +179,10 @@ fn exit_codes_signals_and_logs() {
     assert!(stamped.contains(" stderr F oops"), "{stamped}");
     let ps = ok(&tankd.tankctl(&["ps"]));
     assert!(ps.contains("Exited(3)"), "{ps}");
+    let described = ok(&tankd.tankctl(&["describe", "three"]));
+    assert!(described.contains("Phase:       Failed"), "{described}");
+    assert!(described.contains("Terminated: Error (exit code 3"), "{described}");
+    assert!(described.contains("Exited "), "{described}");
 
     // Killed from outside with SIGKILL.
     apply(&tankd, &pod("victim", BUSYBOX, "sleep 1000"));

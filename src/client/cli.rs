@@ -31,6 +31,8 @@ pub enum Command {
     /// List the declared pods.
     #[command(visible_alias = "list")]
     Ps,
+    /// Show a pod's observed status: phase, IPs, containers, events.
+    Describe { name: String },
     /// Remove a pod from desired state (its containers are stopped).
     Delete { name: String },
     /// Manage images.

@@ -116,6 +116,12 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 }
             }
         }
+        Command::Describe { name } => {
+            let document = manager.get(&name).await?;
+            let value: serde_json::Value =
+                serde_json::from_str(&document).map_err(|e| ClientError::Reply(e.to_string()))?;
+            print!("{}", output::describe(&value));
+        }
         Command::Ps => {
             let rows = list_rows(&conn).await?;
             print!("{}", output::table(POD_COLUMNS, &rows));

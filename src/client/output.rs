@@ -105,6 +105,79 @@ impl StatusSummary {
     }
 }
 
+/// `tankctl describe`: a pod's `Get` document for people.
+pub fn describe(doc: &serde_json::Value) -> String {
+    let status = &doc["status"];
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let mut out = String::new();
+    out.push_str(&format!("Name:        {}\n", text(&doc["name"])));
+    out.push_str(&format!(
+        "Generation:  {} (observed {})\n",
+        doc["generation"], status["observed_generation"]
+    ));
+    out.push_str(&format!("Phase:       {}\n", text(&doc["phase"])));
+    if let Some(message) = status["message"].as_str() {
+        out.push_str(&format!("Message:     {message}\n"));
+    }
+    let ips: Vec<String> = status["ips"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "IPs:         {}\n",
+        if ips.is_empty() {
+            "-".to_owned()
+        } else {
+            ips.join(", ")
+        }
+    ));
+    out.push_str("Containers:\n");
+    if let Some(containers) = status["containers"].as_object() {
+        for (name, c) in containers {
+            out.push_str(&format!("  {name}:\n"));
+            let state = &c["state"];
+            if let Some(r) = state.get("running") {
+                out.push_str(&format!(
+                    "    State:     Running (pid {}, since {})\n",
+                    r["pid"],
+                    text(&r["started_at"])
+                ));
+            } else if let Some(w) = state.get("waiting") {
+                out.push_str(&format!("    State:     Waiting: {}\n", text(&w["reason"])));
+                if let Some(m) = w["message"].as_str() {
+                    out.push_str(&format!("    Message:   {m}\n"));
+                }
+            } else if let Some(t) = state.get("terminated") {
+                let how = match (t["exit_code"].as_i64(), t["signal"].as_i64()) {
+                    (Some(code), _) => format!("exit code {code}"),
+                    (_, Some(signal)) => format!("signal {signal}"),
+                    _ => "-".to_owned(),
+                };
+                out.push_str(&format!(
+                    "    State:     Terminated: {} ({how}, at {})\n",
+                    text(&t["reason"]),
+                    text(&t["finished_at"])
+                ));
+            }
+            out.push_str(&format!("    Restarts:  {}\n", c["restart_count"]));
+        }
+    }
+    out.push_str("Events:\n");
+    for e in status["events"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {}  {:<10} {}\n",
+            text(&e["time"]),
+            text(&e["reason"]),
+            text(&e["message"])
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +208,27 @@ mod tests {
             (1, 2, 3, "Exited(3)")
         );
         assert_eq!(StatusSummary::of(&serde_json::Value::Null).state, "-");
+    }
+
+    #[test]
+    fn describe_shows_states_and_events() {
+        let doc: serde_json::Value = serde_json::from_str(
+            r#"{"name": "web", "generation": 2, "phase": "Running", "status": {
+                "observed_generation": 2, "ips": ["10.0.0.2"],
+                "containers": {"app": {"state": {"terminated": {"exit_code": 3, "reason": "Error",
+                    "finished_at": "t1"}}, "restart_count": 4}},
+                "events": [{"time": "t0", "reason": "Started", "message": "started app"}]}}"#,
+        )
+        .unwrap();
+        let text = describe(&doc);
+        assert!(text.contains("Phase:       Running\n"), "{text}");
+        assert!(text.contains("IPs:         10.0.0.2\n"), "{text}");
+        assert!(
+            text.contains("Terminated: Error (exit code 3, at t1)"),
+            "{text}"
+        );
+        assert!(text.contains("Restarts:  4"), "{text}");
+        assert!(text.contains("t0  Started    started app"), "{text}");
     }
 
     #[test]
