@@ -181,7 +181,10 @@ fn exit_codes_signals_and_logs() {
     assert!(ps.contains("Exited(3)"), "{ps}");
     let described = ok(&tankd.tankctl(&["describe", "three"]));
     assert!(described.contains("Phase:       Failed"), "{described}");
-    assert!(described.contains("Terminated: Error (exit code 3"), "{described}");
+    assert!(
+        described.contains("Terminated: Error (exit code 3"),
+        "{described}"
+    );
     assert!(described.contains("Exited "), "{described}");
 
     // Killed from outside with SIGKILL.
