@@ -197,7 +197,11 @@ fn killed_from_outside_is_restarted_and_reapply_is_idempotent() {
     let doc = wait_for(&tankd, "server", "the new generation running", 20, |d| {
         d["status"]["observed_generation"] == 2 && running_pid(d).is_some_and(|p| p != pid)
     });
-    assert_eq!(restarts(&doc), 0, "a new generation starts counting afresh");
+    assert_eq!(
+        restarts(&doc),
+        0,
+        "a new generation starts counting afresh: {doc:#}"
+    );
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}/cmdline")).exists()
             || std::fs::read_to_string(format!("/proc/{pid}/stat"))

@@ -20,7 +20,7 @@ use tokio::sync::{Mutex, Notify};
 use crate::bus::pod::PodObjects;
 use crate::image::runconfig::{merge, ImageConfig};
 use crate::image::Images;
-use crate::runtime::manager::{RootfsSource, Runtime, RuntimeEvent, Sandbox};
+use crate::runtime::manager::{RootfsSource, Runtime, RuntimeError, RuntimeEvent, Sandbox};
 use crate::runtime::spawn::ExitStatus;
 use crate::spec::{Container, Image, Pod, RestartPolicy};
 use crate::store::{PodRecord, Store};
@@ -403,7 +403,9 @@ impl Reconciler {
                 let Some(state) = pods.get_mut(&pod) else {
                     return;
                 };
+                // A replace or delete in progress (busy) owns the pod.
                 if state.generation != generation
+                    || state.busy
                     || state.stopping
                     || state.status.phase == Phase::Terminating
                     || self.runtime.is_running(&pod, &container)
@@ -568,6 +570,8 @@ impl Reconciler {
                     Box::pin(Arc::clone(self).on_event(event)).await;
                 }
             }
+            // Someone else is starting it or it runs: nothing to do here.
+            Err(RuntimeError::AlreadyRunning { .. }) => {}
             Err(e) => {
                 let message = e.to_string();
                 self.update(&spec.name, |s| {

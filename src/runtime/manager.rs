@@ -126,6 +126,8 @@ pub struct Runtime {
     volumes: Volumes,
     netns: NetnsDir,
     live: Mutex<HashMap<(String, String), Live>>,
+    /// Containers being started right now.
+    starting: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
     logs: Mutex<HashMap<(String, String), Arc<LogSink>>>,
     events: broadcast::Sender<RuntimeEvent>,
 }
@@ -154,6 +156,7 @@ impl Runtime {
             spawner,
             cgroups,
             live: Mutex::new(HashMap::new()),
+            starting: Default::default(),
             logs: Mutex::new(HashMap::new()),
             events: broadcast::channel(1024).0,
         }))
@@ -325,6 +328,13 @@ impl Runtime {
         sandbox: &Sandbox,
     ) -> Result<Started, RuntimeError> {
         let key = (pod.name.clone(), container.name.clone());
+        // One start of a container at a time, and none while it lives.
+        let _starting = StartGuard::claim(&self.starting, &key).ok_or_else(|| {
+            RuntimeError::AlreadyRunning {
+                pod: key.0.clone(),
+                container: key.1.clone(),
+            }
+        })?;
         if self.is_running(&key.0, &key.1) {
             return Err(RuntimeError::AlreadyRunning {
                 pod: key.0,
@@ -450,10 +460,6 @@ impl Runtime {
         if let Err(e) = cgroup.kill_all() {
             log::warn!("{}/{}: {e}", key.0, key.1);
         }
-        self.live
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&key);
         // Other handles (a concurrent stop) may still exist: delete through
         // a fresh one.
         drop(cgroup);
@@ -467,6 +473,12 @@ impl Runtime {
             Err(e) => log::warn!("{}/{}: {e}", key.0, key.1),
         }
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        // Only now is the name free: a start of the same container (a
+        // restart, a new generation) must not race this teardown.
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
         log::info!(
             "{}/{}: exited ({status:?}{})",
             key.0,
@@ -558,6 +570,34 @@ impl Runtime {
             });
         }
         Ok(mounts)
+    }
+}
+
+/// Marks a container as being started until dropped.
+struct StartGuard {
+    set: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
+    key: (String, String),
+}
+
+impl StartGuard {
+    fn claim(
+        set: &Arc<Mutex<std::collections::HashSet<(String, String)>>>,
+        key: &(String, String),
+    ) -> Option<StartGuard> {
+        let mut starting = set.lock().unwrap_or_else(|e| e.into_inner());
+        starting.insert(key.clone()).then(|| StartGuard {
+            set: Arc::clone(set),
+            key: key.clone(),
+        })
+    }
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
     }
 }
 
