@@ -10,11 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use support::images::{busybox_image, oci_archive, Pushable};
-use support::{ok, SystemBus, Tankd, TankdHome};
-
-const BUSYBOX: &str = "localhost/tank/busybox:1";
+use serde_json::json;
+use support::{ok, SystemBus, Tankd, TankdHome, BUSYBOX};
 
 fn sh(args: &[&str]) {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
@@ -94,23 +91,9 @@ fn tankd(bus: &SystemBus, uplink: &Uplink) -> (Tankd, PathBuf) {
     ));
     let netns_dir = home.path().join("run/netns");
     let mut tankd = Tankd::start_in(bus, &home);
-    let archive = home.path().join("images.tar");
-    std::fs::write(
-        &archive,
-        oci_archive(&[(BUSYBOX, &Pushable::Image(busybox_image()))]),
-    )
-    .unwrap();
-    ok(&tankd.tankctl(&["image", "import", archive.to_str().unwrap()]));
+    tankd.import_busybox();
     tankd.keep_home(home);
     (tankd, netns_dir)
-}
-
-fn apply(tankd: &Tankd, pod: &Value) {
-    ok(&tankd.tankctl_stdin(&["apply", "-f", "-"], Some(&pod.to_string())));
-}
-
-fn get(tankd: &Tankd, pod: &str) -> Value {
-    serde_json::from_str(&ok(&tankd.tankctl(&["get", pod, "-o", "json"]))).unwrap()
 }
 
 fn wait_for(tankd: &Tankd, what: &str, check: impl Fn() -> bool) {
@@ -141,9 +124,7 @@ fn pods_on_macvlan_reach_each_other_the_gateway_and_share_localhost() {
     let uplink = Uplink::new();
     let (tankd, netns_dir) = tankd(&bus, &uplink);
     let gw = uplink.ip(1);
-    apply(
-        &tankd,
-        &json!({"name": "web",
+    tankd.apply(&json!({"name": "web",
             "network": {"nics": [{"name": "eth0", "ip": format!("{}/24", uplink.ip(10)), "gateway": gw}],
                         "dns": [gw]},
             "containers": [
@@ -152,9 +133,7 @@ fn pods_on_macvlan_reach_each_other_the_gateway_and_share_localhost() {
                 {"name": "side", "image": BUSYBOX, "command": ["/bin/sh", "-c",
                     "sleep 1; wget -qO- http://127.0.0.1:8080/; sleep 1000"]}]}),
     );
-    apply(
-        &tankd,
-        &json!({"name": "client",
+    tankd.apply(&json!({"name": "client",
             "network": {"nics": [{"name": "eth0", "ip": format!("{}/24", uplink.ip(11)), "gateway": gw}],
                         "dns": [gw]},
             "containers": [{"name": "main", "image": BUSYBOX, "command": ["/bin/sh", "-c",
@@ -176,7 +155,7 @@ fn pods_on_macvlan_reach_each_other_the_gateway_and_share_localhost() {
         logs(&tankd, "web", "side").contains("hello-tank")
     });
 
-    let doc = get(&tankd, "web");
+    let doc = tankd.get("web");
     assert_eq!(doc["status"]["ips"], json!([uplink.ip(10)]));
     let ps = ok(&tankd.tankctl(&["ps"]));
     assert!(ps.contains(&uplink.ip(11)), "{ps}");
@@ -185,7 +164,7 @@ fn pods_on_macvlan_reach_each_other_the_gateway_and_share_localhost() {
     // back without restarting the container.
     let client_netns = netns_dir.join("client");
     let pid =
-        get(&tankd, "client")["status"]["containers"]["main"]["state"]["running"]["pid"].clone();
+        tankd.get("client")["status"]["containers"]["main"]["state"]["running"]["pid"].clone();
     sh(&[
         "nsenter",
         &format!("--net={}", client_netns.display()),
@@ -201,7 +180,7 @@ fn pods_on_macvlan_reach_each_other_the_gateway_and_share_localhost() {
         in_netns(&client_netns, &["ip", "route"]).contains(&format!("default via {gw}")),
         "default route restored"
     );
-    let after = get(&tankd, "client");
+    let after = tankd.get("client");
     assert_eq!(
         after["status"]["containers"]["main"]["state"]["running"]["pid"],
         pid
@@ -226,8 +205,7 @@ fn none_sees_only_lo_and_host_sees_the_host() {
     let uplink = Uplink::new();
     let (tankd, _) = tankd(&bus, &uplink);
     for (name, network) in [("isolated", json!("none")), ("hosted", json!("host"))] {
-        apply(
-            &tankd,
+        tankd.apply(
             &json!({"name": name, "restart": "never", "network": network,
                 "containers": [{"name": "main", "image": BUSYBOX,
                     "command": ["/bin/sh", "-c", "ip -o link | cut -d: -f2"]}]}),
@@ -235,7 +213,7 @@ fn none_sees_only_lo_and_host_sees_the_host() {
     }
     wait_for(&tankd, "both exited", || {
         ["isolated", "hosted"].iter().all(|p| {
-            get(&tankd, p)["status"]["containers"]["main"]["state"]
+            tankd.get(p)["status"]["containers"]["main"]["state"]
                 .get("terminated")
                 .is_some()
         })
@@ -255,14 +233,11 @@ fn a_missing_parent_is_reported_and_retried() {
     let bus = SystemBus::start();
     let uplink = Uplink::new();
     let (tankd, _) = tankd(&bus, &uplink);
-    apply(
-        &tankd,
-        &json!({"name": "orphan",
+    tankd.apply(&json!({"name": "orphan",
             "network": {"nics": [{"name": "eth0", "parent": "tkmissing0", "ip": "10.78.250.2/24"}]},
-            "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "1000"]}]}),
-    );
+            "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "1000"]}]}));
     wait_for(&tankd, "the reason in the status", || {
-        get(&tankd, "orphan")["status"]["message"]
+        tankd.get("orphan")["status"]["message"]
             .as_str()
             .is_some_and(|m| m.contains("\"tkmissing0\"") && m.contains("does not exist"))
     });
@@ -283,7 +258,7 @@ fn a_missing_parent_is_reported_and_retried() {
     ]);
     sh(&["ip", "link", "set", "tkmissing0", "up"]);
     wait_for(&tankd, "running after the parent appeared", || {
-        get(&tankd, "orphan")["status"]["containers"]["main"]["state"]
+        tankd.get("orphan")["status"]["containers"]["main"]["state"]
             .get("running")
             .is_some()
     });

@@ -3,13 +3,10 @@
 
 mod support;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
-use support::images::{busybox_image, oci_archive, Pushable};
-use support::{ok, SystemBus, Tankd, TankdHome};
-
-const BUSYBOX: &str = "localhost/tank/busybox:1";
+use support::{ok, SystemBus, Tankd, TankdHome, BUSYBOX};
 
 /// tankd with small backoff settings and the busybox image imported.
 fn tankd(bus: &SystemBus) -> Tankd {
@@ -17,13 +14,7 @@ fn tankd(bus: &SystemBus) -> Tankd {
         "[reconcile]\nbackoff_base_ms = 500\nbackoff_cap_ms = 2000\nstable_after_s = 1\n",
     );
     let mut tankd = Tankd::start_in(bus, &home);
-    let archive = home.path().join("images.tar");
-    std::fs::write(
-        &archive,
-        oci_archive(&[(BUSYBOX, &Pushable::Image(busybox_image()))]),
-    )
-    .unwrap();
-    ok(&tankd.tankctl(&["image", "import", archive.to_str().unwrap()]));
+    tankd.import_busybox();
     tankd.keep_home(home);
     tankd
 }
@@ -31,35 +22,6 @@ fn tankd(bus: &SystemBus) -> Tankd {
 fn pod(name: &str, restart: &str, script: &str) -> Value {
     json!({"name": name, "restart": restart, "stop_grace_period_s": 1,
         "containers": [{"name": "main", "image": BUSYBOX, "command": ["/bin/sh", "-c", script]}]})
-}
-
-fn apply(tankd: &Tankd, pod: &Value) {
-    ok(&tankd.tankctl_stdin(&["apply", "-f", "-"], Some(&pod.to_string())));
-}
-
-fn get(tankd: &Tankd, pod: &str) -> Value {
-    serde_json::from_str(&ok(&tankd.tankctl(&["get", pod, "-o", "json"]))).unwrap()
-}
-
-fn wait_for(
-    tankd: &Tankd,
-    pod: &str,
-    what: &str,
-    secs: u64,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let doc = get(tankd, pod);
-        if check(&doc) {
-            return doc;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {doc:#}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn main_state(doc: &Value) -> &Value {
@@ -89,39 +51,39 @@ fn event_times(doc: &Value, reason: &str) -> Vec<SystemTime> {
 fn never_and_on_failure_policies() {
     let bus = SystemBus::start();
     let tankd = tankd(&bus);
-    apply(&tankd, &pod("ok-never", "never", "exit 0"));
-    apply(&tankd, &pod("bad-never", "never", "exit 1"));
-    apply(&tankd, &pod("ok-onfail", "on_failure", "exit 0"));
+    tankd.apply(&pod("ok-never", "never", "exit 0"));
+    tankd.apply(&pod("bad-never", "never", "exit 1"));
+    tankd.apply(&pod("ok-onfail", "on_failure", "exit 0"));
     let done = |d: &Value| main_state(d)["state"].get("terminated").is_some();
     assert_eq!(
-        wait_for(&tankd, "ok-never", "exit", 20, done)["phase"],
+        tankd.wait_for("ok-never", "exit", 20, done)["phase"],
         "Succeeded"
     );
     assert_eq!(
-        wait_for(&tankd, "bad-never", "exit", 20, done)["phase"],
+        tankd.wait_for("bad-never", "exit", 20, done)["phase"],
         "Failed"
     );
-    let doc = wait_for(&tankd, "ok-onfail", "exit", 20, done);
+    let doc = tankd.wait_for("ok-onfail", "exit", 20, done);
     assert_eq!(doc["phase"], "Succeeded");
     // Nothing restarts them, even across a resync-worthy wait.
     std::thread::sleep(Duration::from_millis(1500));
     for name in ["ok-never", "bad-never", "ok-onfail"] {
-        let doc = get(&tankd, name);
+        let doc = tankd.get(name);
         assert_eq!(restarts(&doc), 0, "{name}: {doc:#}");
         assert_eq!(event_times(&doc, "Started").len(), 1, "{name}: {doc:#}");
     }
     // on_failure restarts a failure.
-    apply(&tankd, &pod("bad-onfail", "on_failure", "exit 1"));
-    wait_for(&tankd, "bad-onfail", "a restart", 20, |d| restarts(d) >= 1);
+    tankd.apply(&pod("bad-onfail", "on_failure", "exit 1"));
+    tankd.wait_for("bad-onfail", "a restart", 20, |d| restarts(d) >= 1);
 }
 
 #[test]
 fn crash_loop_backoff_follows_the_formula() {
     let bus = SystemBus::start();
     let tankd = tankd(&bus);
-    apply(&tankd, &pod("crasher", "always", "exit 1"));
+    tankd.apply(&pod("crasher", "always", "exit 1"));
     // Starts: t0; restarts after 0, 0.5, 1, 2, 2 s (base 0.5 s, cap 2 s).
-    let doc = wait_for(&tankd, "crasher", "6 starts", 30, |d| {
+    let doc = tankd.wait_for("crasher", "6 starts", 30, |d| {
         event_times(d, "Started").len() >= 6
     });
     let starts = event_times(&doc, "Started");
@@ -148,8 +110,8 @@ fn backoff_resets_after_a_stable_run() {
     let bus = SystemBus::start();
     let tankd = tankd(&bus);
     // Each run lasts 1.3 s > stable_after (1 s): every restart is immediate.
-    apply(&tankd, &pod("steady", "always", "sleep 1.3; exit 1"));
-    let doc = wait_for(&tankd, "steady", "4 starts", 30, |d| {
+    tankd.apply(&pod("steady", "always", "sleep 1.3; exit 1"));
+    let doc = tankd.wait_for("steady", "4 starts", 30, |d| {
         event_times(d, "Started").len() >= 4
     });
     let starts = event_times(&doc, "Started");
@@ -168,16 +130,14 @@ fn killed_from_outside_is_restarted_and_reapply_is_idempotent() {
     let bus = SystemBus::start();
     let tankd = tankd(&bus);
     let spec = pod("server", "always", "sleep 1000");
-    apply(&tankd, &spec);
-    let doc = wait_for(&tankd, "server", "running", 20, |d| {
-        running_pid(d).is_some()
-    });
+    tankd.apply(&spec);
+    let doc = tankd.wait_for("server", "running", 20, |d| running_pid(d).is_some());
     let pid = running_pid(&doc).unwrap();
 
     // The same spec again: no new generation, no restart.
-    apply(&tankd, &spec);
+    tankd.apply(&spec);
     std::thread::sleep(Duration::from_millis(500));
-    let doc = get(&tankd, "server");
+    let doc = tankd.get("server");
     assert_eq!(doc["generation"], 1);
     assert_eq!(running_pid(&doc), Some(pid));
 
@@ -186,15 +146,15 @@ fn killed_from_outside_is_restarted_and_reapply_is_idempotent() {
         nix::sys::signal::SIGKILL,
     )
     .unwrap();
-    let doc = wait_for(&tankd, "server", "a new process", 20, |d| {
+    let doc = tankd.wait_for("server", "a new process", 20, |d| {
         running_pid(d).is_some_and(|p| p != pid)
     });
     assert_eq!(restarts(&doc), 1);
 
     // A changed spec replaces the pod.
     let pid = running_pid(&doc).unwrap();
-    apply(&tankd, &pod("server", "always", "sleep 2000"));
-    let doc = wait_for(&tankd, "server", "the new generation running", 20, |d| {
+    tankd.apply(&pod("server", "always", "sleep 2000"));
+    let doc = tankd.wait_for("server", "the new generation running", 20, |d| {
         d["status"]["observed_generation"] == 2 && running_pid(d).is_some_and(|p| p != pid)
     });
     assert_eq!(

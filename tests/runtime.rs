@@ -8,10 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::images::{busybox_image, oci_archive, user_entrypoint_image, Pushable};
-use support::{failed, ok, SystemBus, Tankd, TankdHome};
+use support::images::{busybox_image, user_entrypoint_image, Pushable};
+use support::{failed, ok, SystemBus, Tankd, TankdHome, BUSYBOX};
 
-const BUSYBOX: &str = "localhost/tank/busybox:1";
 const APP: &str = "localhost/tank/app:1";
 
 /// tankd with the test images imported.
@@ -24,42 +23,12 @@ fn tankd_and_cgroup_root(bus: &SystemBus) -> (Tankd, String) {
     let home = TankdHome::new();
     let v1_root = home.v1_root();
     let mut tankd = Tankd::start_in(bus, &home);
-    let archive = home.path().join("images.tar");
-    std::fs::write(
-        &archive,
-        oci_archive(&[
-            (BUSYBOX, &Pushable::Image(busybox_image())),
-            (APP, &Pushable::Image(user_entrypoint_image())),
-        ]),
-    )
-    .unwrap();
-    ok(&tankd.tankctl(&["image", "import", archive.to_str().unwrap()]));
+    tankd.import(&[
+        (BUSYBOX, &Pushable::Image(busybox_image())),
+        (APP, &Pushable::Image(user_entrypoint_image())),
+    ]);
     tankd.keep_home(home);
     (tankd, v1_root)
-}
-
-fn apply(tankd: &Tankd, pod: &Value) {
-    ok(&tankd.tankctl_stdin(&["apply", "-f", "-"], Some(&pod.to_string())));
-}
-
-fn get(tankd: &Tankd, pod: &str) -> Value {
-    serde_json::from_str(&ok(&tankd.tankctl(&["get", pod, "-o", "json"]))).unwrap()
-}
-
-/// Waits until `check` holds for the pod's `get -o json` document.
-fn wait_for(tankd: &Tankd, pod: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let doc = get(tankd, pod);
-        if check(&doc) {
-            return doc;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {doc:#}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn container_state<'a>(doc: &'a Value, container: &str) -> &'a Value {
@@ -76,8 +45,8 @@ fn running(doc: &Value, container: &str) -> bool {
 
 /// The whole output of a container that has exited.
 fn run_to_end(tankd: &Tankd, name: &str, pod: Value) -> (Value, String) {
-    apply(tankd, &pod);
-    let doc = wait_for(tankd, name, "exit", |d| terminated(d, "main"));
+    tankd.apply(&pod);
+    let doc = tankd.wait_for(name, "exit", 30, |d| terminated(d, "main"));
     let logs = ok(&tankd.tankctl(&["logs", name]));
     (doc, logs)
 }
@@ -188,8 +157,8 @@ fn exit_codes_signals_and_logs() {
     assert!(described.contains("Exited "), "{described}");
 
     // Killed from outside with SIGKILL.
-    apply(&tankd, &pod("victim", BUSYBOX, "sleep 1000"));
-    let doc = wait_for(&tankd, "victim", "running", |d| running(d, "main"));
+    tankd.apply(&pod("victim", BUSYBOX, "sleep 1000"));
+    let doc = tankd.wait_for("victim", "running", 30, |d| running(d, "main"));
     let pid = container_state(&doc, "main")["running"]["pid"]
         .as_i64()
         .unwrap();
@@ -198,7 +167,7 @@ fn exit_codes_signals_and_logs() {
         nix::sys::signal::SIGKILL,
     )
     .unwrap();
-    let doc = wait_for(&tankd, "victim", "exit", |d| terminated(d, "main"));
+    let doc = tankd.wait_for("victim", "exit", 30, |d| terminated(d, "main"));
     assert_eq!(
         container_state(&doc, "main")["terminated"]["signal"],
         9,
@@ -303,14 +272,11 @@ fn wait_gone(tankd: &Tankd, pod: &str) {
 fn a_failing_init_step_is_reported_with_its_cause() {
     let bus = SystemBus::start();
     let tankd = tankd(&bus);
-    apply(
-        &tankd,
-        &serde_json::json!({"name": "broken", "restart": "never",
+    tankd.apply(&serde_json::json!({"name": "broken", "restart": "never",
             "volumes": [{"name": "gone", "source": {"host": "/nonexistent/tank-test"}}],
             "containers": [{"name": "main", "image": BUSYBOX, "command": ["true"],
-                "mounts": [{"volume": "gone", "path": "/mnt"}]}]}),
-    );
-    let doc = wait_for(&tankd, "broken", "a failure", |d| terminated(d, "main"));
+                "mounts": [{"volume": "gone", "path": "/mnt"}]}]}));
+    let doc = tankd.wait_for("broken", "a failure", 30, |d| terminated(d, "main"));
     assert_eq!(
         container_state(&doc, "main")["terminated"]["reason"],
         "StartError"
@@ -356,14 +322,11 @@ fn limits_oom_pids_and_cpu() {
     );
 
     // cpu: 10 ms per 100 ms; two spinners get throttled.
-    apply(
-        &tankd,
-        &serde_json::json!({"name": "cpu", "restart": "never",
+    tankd.apply(&serde_json::json!({"name": "cpu", "restart": "never",
             "containers": [{"name": "main", "image": BUSYBOX,
                 "limits": {"cpu": {"quota_us": 10000, "period_us": 100000}},
-                "command": ["/bin/sh", "-c", "while :; do :; done & while :; do :; done"]}]}),
-    );
-    wait_for(&tankd, "cpu", "running", |d| running(d, "main"));
+                "command": ["/bin/sh", "-c", "while :; do :; done & while :; do :; done"]}]}));
+    tankd.wait_for("cpu", "running", 30, |d| running(d, "main"));
     let stat = Path::new("/sys/fs/cgroup/cpu")
         .join(&v1_root)
         .join("pods/cpu/main/cpu.stat");
@@ -395,14 +358,12 @@ fn delete_leaves_no_process_mount_or_cgroup() {
     let (tankd, v1_root) = tankd_and_cgroup_root(&bus);
     let data_dir = tankd.data_dir.clone();
 
-    apply(
-        &tankd,
-        &serde_json::json!({"name": "gone", "stop_grace_period_s": 1,
+    tankd.apply(&serde_json::json!({"name": "gone", "stop_grace_period_s": 1,
             "containers": [
                 {"name": "a", "image": BUSYBOX, "command": ["/bin/sh", "-c", "trap '' TERM; sleep 1000 & wait"]},
                 {"name": "b", "image": BUSYBOX, "command": ["sleep", "1000"]}]}),
     );
-    let doc = wait_for(&tankd, "gone", "running", |d| {
+    let doc = tankd.wait_for("gone", "running", 30, |d| {
         running(d, "a") && running(d, "b")
     });
     assert_eq!(doc["phase"], "Running");
@@ -441,11 +402,12 @@ fn logs_follow_streams_new_output() {
     use std::io::{BufRead, BufReader};
     let bus = SystemBus::start();
     let tankd = tankd(&bus);
-    apply(
-        &tankd,
-        &pod("chatty", BUSYBOX, "echo one; sleep 1; echo two; sleep 1000"),
-    );
-    wait_for(&tankd, "chatty", "running", |d| running(d, "main"));
+    tankd.apply(&pod(
+        "chatty",
+        BUSYBOX,
+        "echo one; sleep 1; echo two; sleep 1000",
+    ));
+    tankd.wait_for("chatty", "running", 30, |d| running(d, "main"));
     let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_tankctl"))
         .args(["logs", "-f", "chatty"])
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
@@ -472,6 +434,6 @@ fn logs_follow_streams_new_output() {
     let _ = follower.kill();
     let _ = follower.wait();
     // The container is unaffected by the follower going away.
-    assert!(running(&get(&tankd, "chatty"), "main"));
+    assert!(running(&tankd.get("chatty"), "main"));
     ok(&tankd.tankctl(&["delete", "chatty"]));
 }

@@ -338,6 +338,51 @@ impl Tankd {
         let _ = child.wait();
     }
 
+    /// Imports `images` (name, image) through `tankctl image import` of an
+    /// OCI archive, as a user with no registry would.
+    pub fn import(&self, images: &[(&str, &images::Pushable)]) {
+        let archive = self.data_dir.with_file_name("images.tar");
+        std::fs::write(&archive, images::oci_archive(images)).unwrap();
+        ok(&self.tankctl(&["image", "import", archive.to_str().unwrap()]));
+    }
+
+    /// Imports busybox_image() as [`BUSYBOX`].
+    pub fn import_busybox(&self) {
+        self.import(&[(BUSYBOX, &images::Pushable::Image(images::busybox_image()))]);
+    }
+
+    /// `tankctl apply -f -` of a JSON document.
+    pub fn apply(&self, pod: &serde_json::Value) {
+        ok(&self.tankctl_stdin(&["apply", "-f", "-"], Some(&pod.to_string())));
+    }
+
+    /// `tankctl get POD -o json`.
+    pub fn get(&self, pod: &str) -> serde_json::Value {
+        serde_json::from_str(&ok(&self.tankctl(&["get", pod, "-o", "json"]))).unwrap()
+    }
+
+    /// Waits (up to `secs`) until `check` holds for the pod's document.
+    pub fn wait_for(
+        &self,
+        pod: &str,
+        what: &str,
+        secs: u64,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let doc = self.get(pod);
+            if check(&doc) {
+                return doc;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {doc:#}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Runs tankctl against this tankd's bus.
     pub fn tankctl(&self, args: &[&str]) -> Output {
         self.tankctl_stdin(args, None)
@@ -402,6 +447,9 @@ pub fn failed(output: &Output) -> String {
     );
     String::from_utf8(output.stderr.clone()).unwrap()
 }
+
+/// The name the tests import busybox_image() under.
+pub const BUSYBOX: &str = "localhost/tank/busybox:1";
 
 /// A registry address that refuses connections at once (loopback, port 9):
 /// pods that only need to be declared never reach out anywhere.
