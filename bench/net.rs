@@ -27,6 +27,10 @@
 //! the gateway namespace, the run dir) is removed by a Drop guard, also on
 //! panic.
 
+#[path = "common.rs"]
+mod common;
+use common::{env_usize, ms, percentile};
+
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
@@ -36,23 +40,6 @@ use tank::net::host::StaticHost;
 use tank::net::macvlan::configure_nics;
 use tank::net::netns::NetnsDir;
 use tank::spec::{Ipv4Cidr, Nic};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn percentile(times: &[Duration], p: usize) -> Duration {
-    let mut sorted = times.to_vec();
-    sorted.sort();
-    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 fn sh(args: &[&str]) {
     let out = Command::new(args[0])

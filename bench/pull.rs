@@ -11,30 +11,18 @@
 #[allow(unused_imports)]
 mod support;
 
+#[path = "common.rs"]
+mod common;
+use common::{env_usize, median, ms, run};
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use support::images::{five_layer_image, Pushable};
 use support::registry::Registry;
 use tank::config::RegistriesConfig;
 use tank::image::Images;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 /// Writes podman configuration pointing at private storage and the local
 /// registry, so the benchmark changes nothing in /etc or podman's default
@@ -65,15 +53,6 @@ fn podman_env(dir: &Path, registry: &str) -> Vec<(String, PathBuf)> {
         ("CONTAINERS_CONF".into(), containers),
         ("CONTAINERS_REGISTRIES_CONF".into(), registries),
     ]
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::main]

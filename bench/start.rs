@@ -76,6 +76,10 @@
 #[allow(unused_imports)]
 mod support;
 
+#[path = "common.rs"]
+mod common;
+use common::{env_usize, median, ms, run};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -109,34 +113,6 @@ const CONTENDERS: [&str; 6] = [TANK_EXITED, TANK_RUNNING, PODMAN, CRUN, RUNC, FL
 const BLOB_INFO_CACHE: &str = "/var/lib/containers/cache";
 /// Longest wait for any single step before the bench gives up.
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut times: Vec<Duration>) -> Duration {
-    times.sort();
-    times[times.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Runs `cmd`, panicking with its stderr if it fails.
-fn run(cmd: &mut Command) {
-    let out = cmd.stdin(Stdio::null()).output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The wall-clock time of `cmd`, which must succeed.
 fn time(cmd: &mut Command) -> Duration {
