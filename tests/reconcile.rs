@@ -170,3 +170,66 @@ fn killed_from_outside_is_restarted_and_reapply_is_idempotent() {
     );
     ok(&tankd.tankctl(&["delete", "server"]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_pull_backoff_recovers_when_the_image_appears() {
+    use support::images::{busybox_image, Pushable};
+    let registry = support::registry::Registry::start();
+    let bus = SystemBus::start();
+    let home = TankdHome::with_config(&format!(
+        "[registries]\ninsecure = [\"{}\"]\n[reconcile]\nbackoff_base_ms = 300\nbackoff_cap_ms = 1000\n",
+        registry.addr
+    ));
+    let mut tankd = Tankd::start_in(&bus, &home);
+    tankd.keep_home(home);
+    let reference = registry.reference("late:1");
+    tankd.apply(
+        &json!({"name": "late", "containers": [{"name": "main", "image": reference,
+        "command": ["sleep", "1000"]}]}),
+    );
+    let doc = tankd.wait_for("late", "ImagePullBackOff", 30, |d| {
+        main_state(d)["state"]["waiting"]["reason"] == "ImagePullBackOff"
+    });
+    let message = main_state(&doc)["state"]["waiting"]["message"].to_string();
+    assert!(message.contains("retrying in"), "{message}");
+    // Still backing off a little later (it keeps retrying, never runs).
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(running_pid(&tankd.get("late")).is_none());
+
+    registry
+        .push("late:1", &Pushable::Image(busybox_image()))
+        .await;
+    let doc = tankd.wait_for("late", "running once the image exists", 30, |d| {
+        running_pid(d).is_some()
+    });
+    assert_eq!(restarts(&doc), 0, "pull retries are not restarts");
+    ok(&tankd.tankctl(&["delete", "late"]));
+}
+
+#[test]
+fn apply_wait_blocks_until_converged_or_times_out() {
+    let bus = SystemBus::start();
+    let tankd = tankd(&bus);
+    let out = ok(&tankd.tankctl_stdin(
+        &["apply", "--wait", "-f", "-"],
+        Some(&pod("waiter", "always", "sleep 1000").to_string()),
+    ));
+    assert_eq!(
+        out,
+        "pod/waiter applied (generation 1)\npod/waiter Running\n"
+    );
+    assert!(running_pid(&tankd.get("waiter")).is_some());
+
+    let unpullable = json!({"name": "stuck", "containers": [{"name": "main",
+        "image": format!("{}/nothing:1", support::NO_REGISTRY)}]});
+    let started = std::time::Instant::now();
+    let err = support::failed(&tankd.tankctl_stdin(
+        &["apply", "--wait", "--timeout", "2", "-f", "-"],
+        Some(&unpullable.to_string()),
+    ));
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert_eq!(
+        err,
+        "tankctl: timed out after 2s: pod is Pending (ImagePullBackOff)\n"
+    );
+}

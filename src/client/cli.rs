@@ -20,6 +20,13 @@ pub enum Command {
         /// Pod document, JSON or YAML; `-` reads stdin.
         #[arg(short = 'f', long = "filename", value_name = "FILE")]
         file: PathBuf,
+        /// Wait until the pod has converged to this spec (Running, or its
+        /// containers ended), or fail after --timeout.
+        #[arg(long)]
+        wait: bool,
+        /// Seconds --wait waits at most.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        timeout: u64,
     },
     /// Show one pod.
     Get {

@@ -11,6 +11,7 @@ pub mod output;
 pub mod proxy;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use zbus::fdo::ObjectManagerProxy;
 use zbus::zvariant::OwnedValue;
@@ -82,15 +83,20 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
     let conn = Connection::system().await.map_err(ClientError::Connect)?;
     let manager = ManagerProxy::new(&conn).await?;
     match cli.command {
-        Command::Apply { file } => {
+        Command::Apply {
+            file,
+            wait,
+            timeout,
+        } => {
             let document = input::read_document(&file)?;
             let path = manager.apply(&document).await?;
             let pod = PodProxy::builder(&conn).path(path)?.build().await?;
-            println!(
-                "pod/{} applied (generation {})",
-                pod.name().await?,
-                pod.generation().await?
-            );
+            let (name, generation) = (pod.name().await?, pod.generation().await?);
+            println!("pod/{name} applied (generation {generation})");
+            if wait {
+                let status = wait_converged(&pod, generation, Duration::from_secs(timeout)).await?;
+                println!("pod/{name} {}", status["phase"].as_str().unwrap_or("?"));
+            }
         }
         Command::Get { name, output } => {
             let document = manager.get(&name).await?;
@@ -165,6 +171,47 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+/// Waits for the pod's status to show `generation` converged: Running, or
+/// every container ended (Succeeded/Failed). Property changes wake it; no
+/// polling.
+async fn wait_converged(
+    pod: &PodProxy<'_>,
+    generation: u64,
+    timeout: Duration,
+) -> Result<serde_json::Value, ClientError> {
+    use futures_util::StreamExt;
+    let mut changes = pod.receive_status_changed().await;
+    let converged = |status: &serde_json::Value| {
+        status["observed_generation"].as_u64() == Some(generation)
+            && matches!(
+                status["phase"].as_str(),
+                Some("Running" | "Succeeded" | "Failed")
+            )
+    };
+    let read = || async {
+        let text = pod.status().await?;
+        Ok::<_, ClientError>(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut status = read().await?;
+    while !converged(&status) {
+        match tokio::time::timeout_at(deadline, changes.next()).await {
+            Ok(Some(_)) => status = read().await?,
+            Ok(None) => return Err(ClientError::Reply("tankd went away".to_owned())),
+            Err(_) => {
+                let summary = output::StatusSummary::of(&status);
+                return Err(ClientError::Call(format!(
+                    "timed out after {}s: pod is {} ({})",
+                    timeout.as_secs(),
+                    status["phase"].as_str().unwrap_or("Pending"),
+                    summary.state
+                )));
+            }
+        }
+    }
+    Ok(status)
 }
 
 /// Copies log records from `fd` to stdout, as text or with their times.

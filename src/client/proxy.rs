@@ -50,4 +50,6 @@ pub trait Pod {
     fn generation(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn phase(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn status(&self) -> zbus::Result<String>;
 }

@@ -81,6 +81,8 @@ struct Restarts {
     /// The pid of the current run: exits of earlier runs (e.g. of a
     /// generation being replaced) are not this container's news.
     pid: Option<u32>,
+    /// Consecutive failed pulls of its image (ImagePullBackOff).
+    pull_failures: u32,
 }
 
 struct PodState {
@@ -381,18 +383,22 @@ impl Reconciler {
             container.to_owned(),
             generation,
             delay,
+            true,
         ));
     }
 
     /// After `delay`, starts `container` again, unless its pod changed or
     /// is going away meanwhile. (A boxed future with a declared `Send`: it
     /// closes the cycle start → exit → restart → start.)
+    /// `counts`: a restart of an exited container (counted), or a retry of
+    /// a start that never happened (an image pull: not counted).
     fn restart(
         self: Arc<Self>,
         pod: String,
         container: String,
         generation: u64,
         delay: Duration,
+        counts: bool,
     ) -> futures_util::future::BoxFuture<'static, ()> {
         Box::pin(async move {
             if !delay.is_zero() {
@@ -403,7 +409,20 @@ impl Reconciler {
                 let Some(state) = pods.get_mut(&pod) else {
                     return;
                 };
-                // A replace or delete in progress (busy) owns the pod.
+                // The pod's own task (bring-up) is still at work: look again
+                // a little later rather than racing it or giving up.
+                if state.busy && !state.stopping && state.generation == generation {
+                    let again = Arc::clone(&self).restart(
+                        pod.clone(),
+                        container.clone(),
+                        generation,
+                        Duration::from_millis(self.config.backoff_base_ms.max(50)),
+                        counts,
+                    );
+                    tokio::spawn(again);
+                    return;
+                }
+                // A replace or delete in progress owns the pod.
                 if state.generation != generation
                     || state.busy
                     || state.stopping
@@ -415,8 +434,10 @@ impl Reconciler {
                 let Some(sandbox) = state.sandbox.clone() else {
                     return;
                 };
-                if let Some(c) = state.status.containers.get_mut(&container) {
-                    c.restart_count += 1;
+                if counts {
+                    if let Some(c) = state.status.containers.get_mut(&container) {
+                        c.restart_count += 1;
+                    }
                 }
                 (state.spec.clone(), sandbox)
             };
@@ -424,6 +445,36 @@ impl Reconciler {
                 self.start_container(&spec, c, &sandbox).await;
             }
         })
+    }
+
+    /// ImagePullBackOff: records the failure and retries the start after
+    /// the backoff of its consecutive failed pulls (never immediately).
+    async fn pull_failed(self: &Arc<Self>, spec: &Pod, container: &str, message: String) {
+        let delay = {
+            let mut pods = self.pods.lock().await;
+            let Some(state) = pods.get_mut(&spec.name) else {
+                return;
+            };
+            let restarts = state.restarts.entry(container.to_owned()).or_default();
+            restarts.pull_failures = restarts.pull_failures.saturating_add(1);
+            self.config.backoff(restarts.pull_failures)
+        };
+        let wait = format!("{message} (retrying in {:.1}s)", delay.as_secs_f64());
+        self.update(&spec.name, |s| {
+            set_waiting(s, container, "ImagePullBackOff", Some(wait));
+            s.event("Failed", message);
+        })
+        .await;
+        let generation = self.pods.lock().await.get(&spec.name).map(|s| s.generation);
+        if let Some(generation) = generation {
+            tokio::spawn(Arc::clone(self).restart(
+                spec.name.clone(),
+                container.to_owned(),
+                generation,
+                delay,
+                false,
+            ));
+        }
     }
 
     async fn publish(&self, pod: &str, status: &PodStatus) {
@@ -503,16 +554,18 @@ impl Reconciler {
                 .await;
                 match self.images.ensure(reference).await {
                     Ok(record) => {
+                        if let Some(state) = self.pods.lock().await.get_mut(&spec.name) {
+                            state
+                                .restarts
+                                .entry(name.clone())
+                                .or_default()
+                                .pull_failures = 0;
+                        }
                         let layers = self.images.layer_dirs(&record);
                         (RootfsSource::Layers(layers), record.config)
                     }
                     Err(e) => {
-                        let message = e.to_string();
-                        self.update(&spec.name, |s| {
-                            set_waiting(s, &name, "ImagePullBackOff", Some(message.clone()));
-                            s.event("Failed", message);
-                        })
-                        .await;
+                        self.pull_failed(spec, &name, e.to_string()).await;
                         return;
                     }
                 }
