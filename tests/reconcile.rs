@@ -233,3 +233,28 @@ fn apply_wait_blocks_until_converged_or_times_out() {
         "tankctl: timed out after 2s: pod is Pending (ImagePullBackOff)\n"
     );
 }
+
+#[test]
+fn systemd_status_and_watchdog_from_the_loop() {
+    let bus = SystemBus::start();
+    let home = TankdHome::new();
+    let mut tankd = Tankd::spawn_with_env(&bus, &home, &[("WATCHDOG_USEC", "400000")]);
+    tankd.wait_ready().unwrap();
+    tankd.import_busybox();
+    // WATCHDOG=1 keeps coming while nothing happens (every 0.2 s here).
+    for _ in 0..3 {
+        assert!(
+            tankd
+                .notify_message("WATCHDOG=1", Duration::from_secs(2))
+                .is_some(),
+            "no WATCHDOG=1 from the loop"
+        );
+    }
+    tankd.apply(&pod("counted", "always", "sleep 1000"));
+    let status = tankd
+        .notify_message("STATUS=1 pods: 1 running", Duration::from_secs(20))
+        .expect("STATUS= with the pod counts");
+    assert!(status.contains("0 failed"), "{status}");
+    ok(&tankd.tankctl(&["delete", "counted"]));
+    tankd.keep_home(home);
+}

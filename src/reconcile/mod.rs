@@ -150,13 +150,32 @@ impl Reconciler {
         }
     }
 
-    /// Runs the loop forever.
+    /// Runs the loop forever. Under systemd it keeps STATUS= current and,
+    /// when WatchdogSec is set, sends WATCHDOG=1 from the loop itself, so a
+    /// stuck loop gets tankd restarted.
     pub async fn run(self: Arc<Self>) {
         let mut changes = self.store.watch();
         let mut events = self.runtime.subscribe();
+        let watchdog = sd_notify::watchdog_enabled().map(|interval| interval / 2);
+        let mut last_status = String::new();
         loop {
             self.pass().await;
+            let status = self.status_line().await;
+            if status != last_status {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+                last_status = status;
+            }
+            if watchdog.is_some() {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            let ping = async {
+                match watchdog {
+                    Some(interval) => tokio::time::sleep(interval).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                _ = ping => {}
                 _ = changes.changed() => {}
                 _ = self.wake.notified() => {}
                 event = events.recv() => match event {
@@ -169,6 +188,20 @@ impl Reconciler {
                 }
             }
         }
+    }
+
+    /// `N pods: R running, P pending, F failed` for systemd's STATUS=.
+    async fn status_line(&self) -> String {
+        let pods = self.pods.lock().await;
+        let count = |phase: Phase| pods.values().filter(|s| s.status.phase == phase).count();
+        format!(
+            "{} pods: {} running, {} pending, {} succeeded, {} failed",
+            pods.len(),
+            count(Phase::Running),
+            count(Phase::Pending),
+            count(Phase::Succeeded),
+            count(Phase::Failed)
+        )
     }
 
     /// One level-triggered pass.

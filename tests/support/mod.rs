@@ -247,6 +247,11 @@ impl Tankd {
 
     /// Starts tankd in `home` without waiting.
     pub fn spawn(bus: &SystemBus, home: &TankdHome) -> Tankd {
+        Tankd::spawn_with_env(bus, home, &[])
+    }
+
+    /// Starts tankd in `home` with extra environment, without waiting.
+    pub fn spawn_with_env(bus: &SystemBus, home: &TankdHome, env: &[(&str, &str)]) -> Tankd {
         require_root();
         let notify_path = home.path().join(format!(
             "notify-{}-{}",
@@ -268,6 +273,7 @@ impl Tankd {
             .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
             .env("NOTIFY_SOCKET", &notify_path)
             .env("TANK_LOG", "debug,zbus=warn")
+            .envs(env.iter().copied())
             .env_remove("TANK_DATA_DIR")
             .stdin(Stdio::null())
             .stderr(log)
@@ -313,6 +319,22 @@ impl Tankd {
             }
         }
         Err("tankd did not send READY=1 within 30 s".to_owned())
+    }
+
+    /// The next sd_notify message after READY=1 that contains `needle`,
+    /// within `timeout`.
+    pub fn notify_message(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if message.contains(needle) {
+                    return Some(message);
+                }
+            }
+        }
+        None
     }
 
     /// Waits for tankd to exit on its own and returns its status.
