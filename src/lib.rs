@@ -20,6 +20,7 @@ pub mod config;
 pub mod daemon;
 pub mod image;
 pub mod net;
+pub mod notify;
 pub mod reconcile;
 pub mod runtime;
 pub mod spec;

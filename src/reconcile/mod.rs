@@ -162,11 +162,11 @@ impl Reconciler {
             self.pass().await;
             let status = self.status_line().await;
             if status != last_status {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+                crate::notify::send(format!("STATUS={status}"));
                 last_status = status;
             }
             if watchdog.is_some() {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                crate::notify::send("WATCHDOG=1");
             }
             let ping = async {
                 match watchdog {
@@ -339,6 +339,7 @@ impl Reconciler {
             if current != Some(pid) {
                 // An earlier run's exit, or one that beat the record of its
                 // start: keep it for start_container to claim.
+                log::debug!("{pod}/{container}: exit of pid {pid} kept (current {current:?})");
                 state.unclaimed.retain(
                     |e| matches!(e, RuntimeEvent::Exited { container: c, .. } if *c != container),
                 );
@@ -653,6 +654,7 @@ impl Reconciler {
                 })
                 .await;
                 if let Some(event) = early_exit {
+                    log::debug!("{}/{name}: claimed an early exit", spec.name);
                     Box::pin(Arc::clone(self).on_event(event)).await;
                 }
             }

@@ -1,0 +1,55 @@
+//! sd_notify messages (STATUS=, WATCHDOG=1) sent from async code without
+//! ever blocking it: a datagram send to `NOTIFY_SOCKET` blocks while the
+//! receiver's queue is full, so messages go through a small bounded queue
+//! to one thread that does the sending. When even that queue is full, the
+//! message is dropped (the next one supersedes it).
+//!
+//! Owns nothing but that thread; what to say is the caller's business.
+
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::OnceLock;
+
+static QUEUE: OnceLock<Option<SyncSender<String>>> = OnceLock::new();
+
+fn queue() -> Option<&'static SyncSender<String>> {
+    QUEUE
+        .get_or_init(|| {
+            std::env::var_os("NOTIFY_SOCKET")?;
+            let (tx, rx) = sync_channel::<String>(16);
+            std::thread::Builder::new()
+                .name("sd-notify".to_owned())
+                .spawn(move || {
+                    for message in rx {
+                        if let Err(e) =
+                            sd_notify::notify(&[sd_notify::NotifyState::Custom(&message)])
+                        {
+                            log::debug!("sd_notify: {e}");
+                        }
+                    }
+                })
+                .ok()?;
+            Some(tx)
+        })
+        .as_ref()
+}
+
+/// Queues one `KEY=VALUE` message; a no-op without `NOTIFY_SOCKET`.
+pub fn send(message: impl Into<String>) {
+    if let Some(queue) = queue() {
+        let _ = queue.try_send(message.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_socket_nothing_happens() {
+        // NOTIFY_SOCKET is not set for unit tests.
+        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+            send("STATUS=x");
+            assert!(queue().is_none());
+        }
+    }
+}
