@@ -430,9 +430,7 @@ async fn introspection_matches_the_contract() {
             .introspect()
             .await
             .unwrap();
-        let contract =
-            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
-                .unwrap();
+        let contract = std::fs::read_to_string(support::manifest_dir().join(file)).unwrap();
         assert_eq!(
             interface_shape(&live, interface),
             interface_shape(&contract, interface),

@@ -27,6 +27,13 @@ use nix::unistd::Pid;
 /// The uid/gid non-root calls run as (nobody/nogroup on Debian).
 pub const NOBODY: &str = "65534";
 
+/// The checkout under test, as cargo says when it runs the test (not the
+/// one baked in at compile time: checkouts share one target dir, and a
+/// build from another clone can be reused as fresh).
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run the tests with cargo test"))
+}
+
 pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -51,7 +58,7 @@ impl SystemBus {
         // Non-root clients must reach the socket.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = dir.path().join("system_bus_socket");
-        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.tank.Manager.conf");
+        let policy = manifest_dir().join("dbus/org.tank.Manager.conf");
         let config = include_str!("system-bus.conf.in")
             .replace("@SOCKET@", socket.to_str().unwrap())
             .replace("@POLICY@", policy.to_str().unwrap());
