@@ -2,6 +2,7 @@
 //! the environment, medians, milliseconds, running peers' commands.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -38,4 +39,19 @@ pub fn run(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Writes a podman `registries.conf` in `dir` that knows only the local
+/// benchmark registry (plain HTTP) and returns its path.
+pub fn podman_registries_conf(dir: &Path, registry: &str) -> PathBuf {
+    let path = dir.join("registries.conf");
+    std::fs::write(
+        &path,
+        format!(
+            "unqualified-search-registries = [\"{registry}\"]\n\
+             [[registry]]\nlocation = \"{registry}\"\ninsecure = true\n"
+        ),
+    )
+    .unwrap();
+    path
 }

@@ -40,15 +40,7 @@ fn podman_env(dir: &Path, registry: &str) -> Vec<(String, PathBuf)> {
         ),
     )
     .unwrap();
-    let registries = dir.join("registries.conf");
-    std::fs::write(
-        &registries,
-        format!(
-            "unqualified-search-registries = [\"{registry}\"]\n\
-             [[registry]]\nlocation = \"{registry}\"\ninsecure = true\n"
-        ),
-    )
-    .unwrap();
+    let registries = common::podman_registries_conf(dir, registry);
     vec![
         ("CONTAINERS_CONF".into(), containers),
         ("CONTAINERS_REGISTRIES_CONF".into(), registries),

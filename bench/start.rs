@@ -494,15 +494,7 @@ impl Podman {
             ),
         )
         .unwrap();
-        let registries = dir.join("registries.conf");
-        std::fs::write(
-            &registries,
-            format!(
-                "unqualified-search-registries = [\"{registry}\"]\n\
-                 [[registry]]\nlocation = \"{registry}\"\ninsecure = true\n"
-            ),
-        )
-        .unwrap();
+        let registries = common::podman_registries_conf(dir, registry);
         Podman {
             dir: dir.to_owned(),
             vars: vec![
