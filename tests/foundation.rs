@@ -68,7 +68,10 @@ fn apply_get_list_delete_through_tankctl() {
     let out = ok(&tankd.tankctl(&["apply", "-f", file.to_str().unwrap()]));
     assert_eq!(out, "pod/web applied (generation 2)\n");
 
-    assert_eq!(ok(&tankd.tankctl(&["delete", "web"])), "pod/web deleted\n");
+    assert_eq!(
+        ok(&tankd.tankctl(&["delete", "--wait", "web"])),
+        "pod/web deleted\n"
+    );
     let err = failed(&tankd.tankctl(&["get", "web"]));
     assert_eq!(err, "tankctl: pod \"web\" not found\n");
     let err = failed(&tankd.tankctl(&["delete", "web"]));
@@ -119,7 +122,12 @@ fn apply_through_busctl() {
         "s",
         "web-1",
     ]));
-    assert_eq!(ok(&tankd.tankctl(&["ps"])).lines().count(), 1);
+    // Terminating until the loop has torn it down, then gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ok(&tankd.tankctl(&["ps"])).lines().count() != 1 {
+        assert!(std::time::Instant::now() < deadline, "web-1 never went");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]

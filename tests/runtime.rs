@@ -238,8 +238,7 @@ fn volumes_read_only_mounts_and_data_that_outlives_the_pod() {
     assert!(logs.contains("Read-only file system"), "{logs}");
     assert!(!host.path().join("x").exists());
 
-    ok(&tankd.tankctl(&["delete", "vol"]));
-    wait_gone(&tankd, "vol");
+    delete_and_wait(&tankd, "vol");
     let (_, logs) = run_to_end(&tankd, "vol", spec("cat /var/lib/app/data"));
     assert_eq!(logs, "kept\n", "managed volume data survives a pod delete");
 
@@ -247,25 +246,21 @@ fn volumes_read_only_mounts_and_data_that_outlives_the_pod() {
     assert!(ls.contains("vol ") && ls.contains("data"), "{ls}");
     let err = failed(&tankd.tankctl(&["volume", "rm", "vol/data"]));
     assert!(err.contains("delete the pod first"), "{err}");
-    ok(&tankd.tankctl(&["delete", "vol"]));
-    wait_gone(&tankd, "vol");
+    delete_and_wait(&tankd, "vol");
     ok(&tankd.tankctl(&["volume", "rm", "vol/data"]));
     assert_eq!(ok(&tankd.tankctl(&["volume", "ls"])).lines().count(), 1);
 }
 
-fn wait_gone(tankd: &Tankd, pod: &str) {
-    // The object goes at once; the teardown follows: wait for the cgroup
-    // and netns to be gone too.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tankd.tankctl(&["get", pod]).status.success() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn delete_and_wait(tankd: &Tankd, pod: &str) {
+    // The object stays (Terminating) until the teardown has ended.
+    ok(&tankd.tankctl(&["delete", "--wait", "--timeout", "30", pod]));
+    let err = failed(&tankd.tankctl(&["get", pod]));
+    assert!(err.contains("not found"), "{err}");
     let netns = tankd.data_dir.parent().unwrap().join("run/netns").join(pod);
-    while nix::sys::statfs::statfs(&netns).is_ok_and(|s| s.filesystem_type().0 == 0x6e73_6673) {
-        assert!(Instant::now() < deadline, "netns of {pod} not removed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(
+        !nix::sys::statfs::statfs(&netns).is_ok_and(|s| s.filesystem_type().0 == 0x6e73_6673),
+        "netns of {pod} not removed"
+    );
 }
 
 #[test]
@@ -348,8 +343,7 @@ fn limits_oom_pids_and_cpu() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    ok(&tankd.tankctl(&["delete", "cpu"]));
-    wait_gone(&tankd, "cpu");
+    delete_and_wait(&tankd, "cpu");
 }
 
 #[test]
@@ -371,8 +365,16 @@ fn delete_leaves_no_process_mount_or_cgroup() {
         .iter()
         .map(|c| container_state(&doc, c)["running"]["pid"].as_i64().unwrap())
         .collect();
+    // Container a ignores SIGTERM: for its 1 s grace period the pod shows
+    // as Terminating, then goes.
     ok(&tankd.tankctl(&["delete", "gone"]));
-    wait_gone(&tankd, "gone");
+    let row = ok(&tankd.tankctl(&["get", "gone"]));
+    assert!(row.contains("Terminating"), "{row}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tankd.tankctl(&["get", "gone"]).status.success() {
+        assert!(Instant::now() < deadline, "pod object never went");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for pid in pids {
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists()

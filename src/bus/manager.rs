@@ -108,10 +108,15 @@ impl Manager {
         name: &str,
     ) -> Result<String, BusError> {
         let key = name.to_owned();
-        let record: PodRecord = self
-            .with_store(move |store| store.get(&key))
-            .await?
-            .ok_or_else(|| BusError::pod_not_found(name))?;
+        let record: PodRecord = match self.with_store(move |store| store.get(&key)).await? {
+            Some(record) => record,
+            // Deleted, still terminating: its last declared record.
+            None => self
+                .objects
+                .record(name)
+                .await
+                .ok_or_else(|| BusError::pod_not_found(name))?,
+        };
         let spec = if self.auth.allows(&header, Action::ManagePods).await {
             record.spec.clone()
         } else {
@@ -149,6 +154,7 @@ impl Manager {
     }
 
     /// Removes a pod from desired state; its containers are then stopped.
+    /// The pod object stays, in phase Terminating, until they are gone.
     async fn delete(&self, #[zbus(header)] header: Header<'_>, name: &str) -> Result<(), BusError> {
         self.auth.check(&header, Action::ManagePods).await?;
         let key = name.to_owned();

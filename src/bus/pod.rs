@@ -5,8 +5,13 @@
 //! whole desired state with what is exported). Property changes are
 //! announced with `PropertiesChanged`, additions and removals through the
 //! ObjectManager at `/org/tank`. It reads desired state; it never writes it.
+//!
+//! A pod deleted from desired state whose containers the reconciler still
+//! has to stop stays exported in phase `Terminating` until the reconciler
+//! [releases](PodObjects::release) it, so clients (`tankctl delete --wait`)
+//! can watch the teardown end: the object's removal means "gone".
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use zbus::object_server::InterfaceRef;
 use zbus::Connection;
@@ -19,6 +24,9 @@ use crate::store::{PodRecord, Store};
 
 /// Phase shown until the runtime reports one.
 pub const PHASE_PENDING: &str = "Pending";
+
+/// Phase of a deleted pod whose teardown has not ended.
+pub const PHASE_TERMINATING: &str = "Terminating";
 
 /// What one pod object shows.
 pub struct PodObject {
@@ -91,6 +99,9 @@ pub struct PodObjects {
     conn: Connection,
     /// name → (generation, phase) of what is exported.
     exported: tokio::sync::Mutex<HashMap<String, (u64, String)>>,
+    /// Pods the reconciler has on the machine: their objects outlive their
+    /// deletion from the store until released.
+    held: std::sync::Mutex<HashSet<String>>,
 }
 
 impl PodObjects {
@@ -98,7 +109,27 @@ impl PodObjects {
         PodObjects {
             conn,
             exported: Default::default(),
+            held: Default::default(),
         }
+    }
+
+    /// The reconciler has `pod` on the machine: keep its object (as
+    /// Terminating) after a delete until [`PodObjects::release`].
+    pub fn hold(&self, pod: &str) {
+        self.lock_held().insert(pod.to_owned());
+    }
+
+    /// The reconciler is done with `pod`: its object goes unless the pod is
+    /// declared (again).
+    pub async fn release(&self, pod: &str, store: &Store) -> Result<(), BusError> {
+        self.lock_held().remove(pod);
+        self.sync(store).await
+    }
+
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // The set is only ever inserted into or removed from: a panic while
+        // holding it cannot leave it inconsistent.
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Makes the exported objects match the whole desired state in `store`:
@@ -130,25 +161,72 @@ impl PodObjects {
                         )
                         .await?;
                 }
-                Some((generation, _)) if *generation != record.generation => {
+                // A new generation, or a pod declared again while its
+                // previous incarnation was still terminating.
+                Some((generation, phase))
+                    if *generation != record.generation || phase == PHASE_TERMINATING =>
+                {
                     let generation = record.generation;
+                    let redeclared = phase == PHASE_TERMINATING;
                     let iface: InterfaceRef<PodObject> = server.interface(&path).await?;
-                    iface.get_mut().await.record = record;
+                    {
+                        let mut object = iface.get_mut().await;
+                        object.record = record;
+                        if redeclared {
+                            object.phase = PHASE_PENDING.to_owned();
+                        }
+                    }
                     let emitter = iface.signal_emitter();
                     let object = iface.get().await;
                     object.spec_changed(emitter).await?;
                     object.generation_changed(emitter).await?;
                     object.updated_timestamp_changed(emitter).await?;
+                    if redeclared {
+                        object.phase_changed(emitter).await?;
+                    }
                     exported.insert(name, (generation, object.phase.clone()));
                 }
                 Some(_) => {}
             }
         }
         for name in gone {
+            let path = pod_path(&name);
+            if self.lock_held().contains(&name) {
+                let Some(entry) = exported.get_mut(&name) else {
+                    continue;
+                };
+                if entry.1 != PHASE_TERMINATING {
+                    entry.1 = PHASE_TERMINATING.to_owned();
+                    let iface: InterfaceRef<PodObject> = server.interface(&path).await?;
+                    iface.get_mut().await.phase = PHASE_TERMINATING.to_owned();
+                    iface
+                        .get()
+                        .await
+                        .phase_changed(iface.signal_emitter())
+                        .await?;
+                }
+                continue;
+            }
             exported.remove(&name);
-            server.remove::<PodObject, _>(&pod_path(&name)).await?;
+            server.remove::<PodObject, _>(&path).await?;
         }
         Ok(())
+    }
+
+    /// The record an exported pod shows (for a Terminating pod, the last
+    /// one declared).
+    pub async fn record(&self, pod: &str) -> Option<PodRecord> {
+        if !self.exported.lock().await.contains_key(pod) {
+            return None;
+        }
+        let iface: InterfaceRef<PodObject> = self
+            .conn
+            .object_server()
+            .interface(&pod_path(pod))
+            .await
+            .ok()?;
+        let record = iface.get().await.record.clone();
+        Some(record)
     }
 
     /// Publishes the observed status of `pod` (PropertiesChanged for Phase

@@ -41,7 +41,16 @@ pub enum Command {
     /// Show a pod's observed status: phase, IPs, containers, events.
     Describe { name: String },
     /// Remove a pod from desired state (its containers are stopped).
-    Delete { name: String },
+    Delete {
+        name: String,
+        /// Wait until its containers are stopped and its sandbox torn down,
+        /// or fail after --timeout.
+        #[arg(long)]
+        wait: bool,
+        /// Seconds --wait waits at most.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        timeout: u64,
+    },
     /// Manage images.
     #[command(subcommand)]
     Image(ImageCommand),

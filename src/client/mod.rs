@@ -132,8 +132,16 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             let rows = list_rows(&conn).await?;
             print!("{}", output::table(POD_COLUMNS, &rows));
         }
-        Command::Delete { name } => {
-            manager.delete(&name).await?;
+        Command::Delete {
+            name,
+            wait,
+            timeout,
+        } => {
+            if wait {
+                wait_deleted(&conn, &manager, &name, Duration::from_secs(timeout)).await?;
+            } else {
+                manager.delete(&name).await?;
+            }
             println!("pod/{name} deleted");
         }
         Command::Image(command) => images::run(&manager, command).await?,
@@ -212,6 +220,54 @@ async fn wait_converged(
         }
     }
     Ok(status)
+}
+
+/// Deletes `name` and waits for its object to go: tankd keeps it, in phase
+/// Terminating, until the teardown ends. The ObjectManager's
+/// InterfacesRemoved wakes it; no polling.
+async fn wait_deleted(
+    conn: &Connection,
+    manager: &ManagerProxy<'_>,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    use futures_util::StreamExt;
+    let objects = ObjectManagerProxy::builder(conn)
+        .destination(BUS_NAME)?
+        .path(ROOT_PATH)?
+        .build()
+        .await?;
+    // Subscribed before the call: the removal cannot slip past.
+    let mut removed = objects.receive_interfaces_removed().await?;
+    manager.delete(name).await?;
+    let path = crate::bus::path::pod_path(name);
+    let exported = || async {
+        let pods = manager.list_pods().await?;
+        Ok::<_, ClientError>(pods.iter().any(|(pod, _, _)| pod == name))
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    if !exported().await? {
+        return Ok(());
+    }
+    loop {
+        match tokio::time::timeout_at(deadline, removed.next()).await {
+            Ok(Some(signal)) => {
+                let gone = signal
+                    .args()
+                    .is_ok_and(|args| args.object_path().as_str() == path.as_str());
+                if gone {
+                    return Ok(());
+                }
+            }
+            Ok(None) => return Err(ClientError::Reply("tankd went away".to_owned())),
+            Err(_) => {
+                return Err(ClientError::Call(format!(
+                    "timed out after {}s: pod {name} is still terminating",
+                    timeout.as_secs()
+                )))
+            }
+        }
+    }
 }
 
 /// Copies log records from `fd` to stdout, as text or with their times.

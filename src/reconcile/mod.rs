@@ -222,6 +222,7 @@ impl Reconciler {
                         record.generation,
                         record.spec.containers.iter().map(|c| c.name.clone()),
                     );
+                    self.objects.hold(&name);
                     pods.insert(
                         name.clone(),
                         PodState {
@@ -759,6 +760,9 @@ async fn delete_pod(this: Arc<Reconciler>, spec: Pod) {
     }
     this.pods.lock().await.remove(&spec.name);
     log::info!("{}: stopped and removed", spec.name);
+    if let Err(e) = this.objects.release(&spec.name, &this.store).await {
+        log::warn!("{}: pod object not released: {e}", spec.name);
+    }
     this.wake.notify_one();
 }
 
