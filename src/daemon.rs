@@ -142,7 +142,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Arc::clone(&objects),
         config.reconcile.clone(),
     );
-    reconciler.clean_leftovers().await;
+    // Before READY=1: running containers are adopted, leftovers removed.
+    reconciler.adopt().await;
     tokio::spawn(Arc::clone(&reconciler).run());
 
     let pods = store.list()?.len();

@@ -9,6 +9,7 @@
 //! others. It publishes status to the pod objects; it never writes desired
 //! state.
 
+pub mod checkpoint;
 pub mod status;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use crate::runtime::manager::{RootfsSource, Runtime, RuntimeError, RuntimeEvent,
 use crate::runtime::spawn::ExitStatus;
 use crate::spec::{Container, Image, Pod, RestartPolicy};
 use crate::store::{PodRecord, Store};
+use checkpoint::{Checkpoint, Checkpoints};
 use status::{timestamp, ContainerState, Phase, PodStatus};
 
 /// `[reconcile]` of tankd.toml: restart backoff and resync.
@@ -106,6 +108,7 @@ pub struct Reconciler {
     runtime: Arc<Runtime>,
     objects: Arc<PodObjects>,
     pods: Mutex<HashMap<String, PodState>>,
+    checkpoints: Checkpoints,
     wake: Notify,
     config: ReconcileConfig,
 }
@@ -119,6 +122,7 @@ impl Reconciler {
         config: ReconcileConfig,
     ) -> Arc<Reconciler> {
         Arc::new(Reconciler {
+            checkpoints: Checkpoints::new(runtime.run_dir()),
             store,
             images,
             runtime,
@@ -129,25 +133,136 @@ impl Reconciler {
         })
     }
 
-    /// Removes what a previous tankd left on the machine (containers,
-    /// cgroups, namespaces, scratch): the loop then starts every declared
-    /// pod afresh.
-    pub async fn clean_leftovers(&self) {
+    /// Takes over from a previous tankd (crash, upgrade): every container
+    /// that still runs, of a pod still declared at the same generation, is
+    /// adopted with its status carried on (restart counts unchanged); one
+    /// that died meanwhile is restarted per policy, its unknown exit status
+    /// counting as a failure. Everything else a previous tankd left
+    /// (containers of deleted or changed pods, their cgroups, namespaces,
+    /// scratch) is removed. After a reboot there is nothing to adopt and
+    /// the loop starts every declared pod afresh. Runs before the loop.
+    pub async fn adopt(self: &Arc<Self>) {
+        let desired = match self.store.list() {
+            Ok(list) => list,
+            Err(e) => {
+                log::error!("adoption: cannot read desired state: {e}");
+                Vec::new()
+            }
+        };
+        let mut checkpoints = self.checkpoints.load_all();
+        let mut resumed = Vec::new();
+        {
+            let mut pods = self.pods.lock().await;
+            for record in &desired {
+                let name = &record.spec.name;
+                let Some(checkpoint) = checkpoints
+                    .remove(name)
+                    .filter(|c| c.generation == record.generation)
+                else {
+                    continue;
+                };
+                let (state, plan) = self.resume_state(record, checkpoint);
+                self.objects.hold(name);
+                self.publish(name, &state).await;
+                pods.insert(name.clone(), state);
+                resumed.push((record.spec.clone(), plan));
+            }
+        }
+        // What no declared pod claims goes.
+        for pod in checkpoints.keys() {
+            self.checkpoints.remove(pod);
+        }
+        let kept: Vec<&str> = resumed.iter().map(|(spec, _)| spec.name.as_str()).collect();
         let cgroups = self.runtime.cgroups();
-        if let Ok(list) = cgroups.list() {
-            for (pod, container) in list {
-                if let Ok(Some(cgroup)) = cgroups.open(&pod, &container) {
-                    log::info!("{pod}/{container}: removing leftover of a previous tankd");
-                    let _ = cgroup.kill_all();
-                    let _ = cgroup.delete();
-                }
+        for (pod, container) in cgroups.list().unwrap_or_default() {
+            if self.runtime.is_running(&pod, &container) {
+                continue;
+            }
+            if let Ok(Some(cgroup)) = cgroups.open(&pod, &container) {
+                log::info!("{pod}/{container}: removing leftover of a previous tankd");
+                let _ = cgroup.kill_all();
+                let _ = cgroup.delete();
             }
         }
         for pod in self.runtime.pods_on_machine().unwrap_or_default() {
+            if kept.contains(&pod.as_str()) {
+                continue;
+            }
             if let Err(e) = self.runtime.remove_sandbox(&pod).await {
                 log::warn!("{pod}: cannot remove leftover sandbox: {e}");
             }
         }
+        for (spec, plan) in resumed {
+            self.spawn_task(resume_pod(Arc::clone(self), spec, plan));
+        }
+    }
+
+    /// The state of a declared pod from its checkpoint, adopting its
+    /// running containers; and what is left to do for the others.
+    fn resume_state(&self, record: &PodRecord, checkpoint: Checkpoint) -> (PodState, Resume) {
+        let spec = &record.spec;
+        let mut status = checkpoint.status;
+        status.phase = Phase::Pending;
+        let mut restarts = HashMap::new();
+        let mut plan = Resume::default();
+        for container in &spec.containers {
+            let name = &container.name;
+            let entry: &mut Restarts = restarts.entry(name.clone()).or_default();
+            entry.streak = checkpoint.streaks.get(name).copied().unwrap_or(0);
+            let Some(c) = status.containers.get_mut(name) else {
+                continue;
+            };
+            match self.runtime.adopt(&spec.name, name) {
+                Some(started) => {
+                    entry.pid = Some(started.pid);
+                    entry.started = since(started.started_at);
+                    c.state = ContainerState::Running {
+                        pid: started.pid,
+                        started_at: timestamp(started.started_at),
+                    };
+                }
+                None => match &c.state {
+                    ContainerState::Running { started_at, .. } => {
+                        entry.started = humantime::parse_rfc3339(started_at).ok().and_then(since);
+                        c.state = ContainerState::Terminated {
+                            exit_code: None,
+                            signal: None,
+                            reason: UNKNOWN_EXIT.to_owned(),
+                            finished_at: timestamp(SystemTime::now()),
+                        };
+                        plan.died.push(name.clone());
+                    }
+                    // A restart was due (backoff) or a start never
+                    // happened (image pull): it happens now.
+                    ContainerState::Waiting { reason, .. } => plan
+                        .waiting
+                        .push((name.clone(), reason == "CrashLoopBackOff")),
+                    // Ended, and not to be restarted.
+                    ContainerState::Terminated { .. } => {}
+                },
+            }
+        }
+        if !plan.died.is_empty() {
+            status.event(
+                "Exited",
+                format!(
+                    "{} ended while tankd was down (exit status unknown)",
+                    plan.died.join(", ")
+                ),
+            );
+        }
+        status.recompute_phase();
+        let state = PodState {
+            generation: record.generation,
+            spec: spec.clone(),
+            status,
+            sandbox: None,
+            restarts,
+            busy: true,
+            stopping: false,
+            unclaimed: Vec::new(),
+        };
+        (state, plan)
     }
 
     /// Runs the loop forever. Under systemd it keeps STATUS= current and,
@@ -316,11 +431,14 @@ impl Reconciler {
             finished_at,
         } = event;
         let (exit_code, signal) = match status {
-            ExitStatus::Exited(code) => (Some(code), None),
-            ExitStatus::Signaled(signal) => (None, Some(signal)),
+            Some(ExitStatus::Exited(code)) => (Some(code), None),
+            Some(ExitStatus::Signaled(signal)) => (None, Some(signal)),
+            None => (None, None),
         };
         let reason = if oom_killed {
             "OOMKilled"
+        } else if status.is_none() {
+            UNKNOWN_EXIT
         } else if exit_code == Some(0) {
             "Completed"
         } else {
@@ -329,7 +447,7 @@ impl Reconciler {
         let message = match (exit_code, signal) {
             (Some(code), _) => format!("{container} exited with code {code}"),
             (_, Some(sig)) => format!("{container} killed by signal {sig}"),
-            _ => format!("{container} exited"),
+            _ => format!("{container} exited (status unknown: adopted from a previous tankd)"),
         };
         {
             let mut pods = self.pods.lock().await;
@@ -367,7 +485,7 @@ impl Reconciler {
                 .status
                 .event(if oom_killed { "OOMKilled" } else { "Exited" }, message);
             state.status.recompute_phase();
-            self.publish(&pod, &state.status).await;
+            self.publish(&pod, state).await;
         }
         self.after_exit(&pod, &container, exit_code != Some(0))
             .await;
@@ -409,7 +527,7 @@ impl Reconciler {
                 );
                 state.status.event("BackOff", message);
                 state.status.recompute_phase();
-                self.publish(pod, &state.status).await;
+                self.publish(pod, state).await;
             }
             (state.generation, delay)
         };
@@ -512,8 +630,23 @@ impl Reconciler {
         }
     }
 
-    async fn publish(&self, pod: &str, status: &PodStatus) {
-        if let Err(e) = self.objects.set_status(pod, status).await {
+    /// Shows the status of `pod` on the bus and checkpoints it for a
+    /// later tankd.
+    async fn publish(&self, pod: &str, state: &PodState) {
+        self.checkpoints.save(
+            pod,
+            &Checkpoint {
+                boot_id: self.checkpoints.boot_id().to_owned(),
+                generation: state.generation,
+                status: state.status.clone(),
+                streaks: state
+                    .restarts
+                    .iter()
+                    .map(|(name, r)| (name.clone(), r.streak))
+                    .collect(),
+            },
+        );
+        if let Err(e) = self.objects.set_status(pod, &state.status).await {
             log::debug!("{pod}: status not published: {e}");
         }
     }
@@ -524,7 +657,7 @@ impl Reconciler {
         if let Some(state) = pods.get_mut(pod) {
             change(&mut state.status);
             state.status.recompute_phase();
-            self.publish(pod, &state.status).await;
+            self.publish(pod, state).await;
         }
     }
 
@@ -716,6 +849,71 @@ fn set_waiting(status: &mut PodStatus, container: &str, reason: &str, message: O
     }
 }
 
+/// Reason of a container whose exit status is unknown (it ended while
+/// tankd was down, or was adopted): kubelet's name for it.
+const UNKNOWN_EXIT: &str = "ContainerStatusUnknown";
+
+/// What is left to do for the containers of a pod taken over from a
+/// previous tankd that were not adopted.
+#[derive(Debug, Default)]
+struct Resume {
+    /// Were running, ended while tankd was down: the restart policy decides.
+    died: Vec<String>,
+    /// Were waiting to start: (name, whether the start counts as a restart).
+    waiting: Vec<(String, bool)>,
+}
+
+/// When something that started at `t` started, on the monotonic clock.
+fn since(t: SystemTime) -> Option<Instant> {
+    Instant::now().checked_sub(SystemTime::now().duration_since(t).unwrap_or_default())
+}
+
+/// A pod taken over from a previous tankd: its sandbox found (and repaired
+/// if needed), then its containers that did not survive go through the
+/// restart policy.
+async fn resume_pod(this: Arc<Reconciler>, spec: Pod, plan: Resume) {
+    match this.runtime.ensure_sandbox(&spec).await {
+        Ok(sandbox) => {
+            let ips: Vec<String> = sandbox.ips.iter().map(|ip| ip.to_string()).collect();
+            if let Some(state) = this.pods.lock().await.get_mut(&spec.name) {
+                state.sandbox = Some(sandbox);
+            }
+            this.update(&spec.name, |s| {
+                s.message = None;
+                s.ips = ips;
+            })
+            .await;
+        }
+        Err(e) => {
+            // The next pass brings it up like a new pod (starting what does
+            // not run).
+            log::warn!("{}: sandbox of an adopted pod: {e}", spec.name);
+            this.finish(&spec.name).await;
+            return;
+        }
+    }
+    this.finish(&spec.name).await;
+    let generation = spec_generation(&this, &spec.name).await;
+    for container in plan.died {
+        this.after_exit(&spec.name, &container, true).await;
+    }
+    for (container, counts) in plan.waiting {
+        if let Some(generation) = generation {
+            tokio::spawn(Arc::clone(&this).restart(
+                spec.name.clone(),
+                container,
+                generation,
+                Duration::ZERO,
+                counts,
+            ));
+        }
+    }
+}
+
+async fn spec_generation(this: &Reconciler, pod: &str) -> Option<u64> {
+    this.pods.lock().await.get(pod).map(|s| s.generation)
+}
+
 async fn start_pod(this: Arc<Reconciler>, record: PodRecord) {
     this.bring_up(&record.spec).await;
     this.finish(&record.spec.name).await;
@@ -759,6 +957,7 @@ async fn delete_pod(this: Arc<Reconciler>, spec: Pod) {
         log::error!("{}: cannot remove sandbox: {e}", spec.name);
     }
     this.pods.lock().await.remove(&spec.name);
+    this.checkpoints.remove(&spec.name);
     log::info!("{}: stopped and removed", spec.name);
     if let Err(e) = this.objects.release(&spec.name, &this.store).await {
         log::warn!("{}: pod object not released: {e}", spec.name);

@@ -24,6 +24,7 @@ use super::plan::{
     BindMount, InitPlan, RootfsPlan, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS,
     DEFAULT_READONLY_PATHS,
 };
+use super::record::{ContainerRecord, RunDir};
 use super::spawn::{self, ExitStatus, Spawner, Stdio};
 use super::volumes::Volumes;
 use crate::image::runconfig::RunConfig;
@@ -97,7 +98,9 @@ pub enum RuntimeEvent {
         pod: String,
         container: String,
         pid: u32,
-        status: ExitStatus,
+        /// `None` for a container adopted from a previous tankd: only a
+        /// parent learns how its child ended.
+        status: Option<ExitStatus>,
         oom_killed: bool,
         finished_at: SystemTime,
     },
@@ -166,6 +169,11 @@ impl Runtime {
         self.events.subscribe()
     }
 
+    /// tankd's runtime directory (`/run/tank`): gone after a reboot.
+    pub fn run_dir(&self) -> &Path {
+        &self.config.run_dir
+    }
+
     pub fn volumes(&self) -> &Volumes {
         &self.volumes
     }
@@ -180,6 +188,15 @@ impl Runtime {
 
     fn container_dir(&self, pod: &str, container: &str) -> PathBuf {
         self.pod_dir(pod).join(container)
+    }
+
+    /// Where running containers leave their records and output FIFOs.
+    fn run_containers_dir(&self) -> PathBuf {
+        self.config.run_dir.join("containers")
+    }
+
+    fn container_run_dir(&self, pod: &str, container: &str) -> RunDir {
+        RunDir::new(&self.run_containers_dir(), pod, container)
     }
 
     pub fn log_path(&self, pod: &str, container: &str) -> PathBuf {
@@ -286,6 +303,12 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(p, _), _| p != pod);
+        let run = self.run_containers_dir().join(pod);
+        if let Err(e) = std::fs::remove_dir_all(&run) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                log::warn!("{pod}: cannot remove {}: {e}", run.display());
+            }
+        }
         let dir = self.pod_dir(pod);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -299,12 +322,17 @@ impl Runtime {
     pub fn pods_on_machine(&self) -> Result<Vec<String>, RuntimeError> {
         let mut pods: Vec<String> = self.netns.list();
         pods.extend(self.cgroups.list()?.into_iter().map(|(pod, _)| pod));
-        if let Ok(entries) = std::fs::read_dir(self.config.data_dir.join("containers")) {
-            pods.extend(
-                entries
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned()),
-            );
+        for dir in [
+            self.config.data_dir.join("containers"),
+            self.run_containers_dir(),
+        ] {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                pods.extend(
+                    entries
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned()),
+                );
+            }
         }
         pods.sort();
         pods.dedup();
@@ -380,17 +408,9 @@ impl Runtime {
             &container.name,
             &container.limits,
         )?);
-        let sink = {
-            let path = self.log_path(&pod.name, &container.name);
-            LogSink::open(&path, self.config.log_max_bytes, &pod.name, &container.name)
-                .map_err(io_err(&path))?
-        };
-        self.logs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), Arc::clone(&sink));
-        let (stdout_r, stdout_w) = pipe()?;
-        let (stderr_r, stderr_w) = pipe()?;
+        let run_dir = self.container_run_dir(&pod.name, &container.name);
+        let (stdout_w, stderr_w) = run_dir.create().map_err(io_err(run_dir.path()))?;
+        self.drain_output(&key, &run_dir)?;
         let stdin = std::fs::File::open("/dev/null").map_err(io_err(Path::new("/dev/null")))?;
         let stdio = Stdio {
             stdin: stdin.into(),
@@ -398,9 +418,6 @@ impl Runtime {
             stderr: stderr_w,
             tty: false,
         };
-        // Drains start before the process does: it never blocks on output.
-        tokio::spawn(logs::drain(stdout_r, Stream::Stdout, Arc::clone(&sink)));
-        tokio::spawn(logs::drain(stderr_r, Stream::Stderr, Arc::clone(&sink)));
 
         let placed = Arc::clone(&cgroup);
         let spawned = self
@@ -417,12 +434,95 @@ impl Runtime {
                     let _ = cg.delete();
                 }
                 let _ = std::fs::remove_dir_all(&dir);
+                run_dir.remove();
                 return Err(e.into());
             }
         };
         let started_at = SystemTime::now();
         let pid = started.pid;
-        let pidfd = Arc::new(started.pidfd);
+        // None: it exited already, and the watcher reaps it at once.
+        if let Some(record) = ContainerRecord::of(pid, started_at) {
+            if let Err(e) = run_dir.write_record(&record) {
+                log::warn!(
+                    "{}/{}: no record for a later tankd: {e}",
+                    pod.name,
+                    container.name
+                );
+            }
+        }
+        self.watch(key, pid, started.pidfd, cgroup, true);
+        log::info!("{}/{}: started, pid {pid}", pod.name, container.name);
+        Ok(Started { pid, started_at })
+    }
+
+    /// Takes over a container a previous tankd started, if it still runs:
+    /// its record names a live process (same pid and start time) inside
+    /// its cgroup. Its output FIFOs are drained again and its exit watched
+    /// through a pidfd (the exit status stays unknown: tankd is not its
+    /// parent). `None` when there is nothing to adopt.
+    pub fn adopt(self: &Arc<Self>, pod: &str, container: &str) -> Option<Started> {
+        let key = (pod.to_owned(), container.to_owned());
+        if self.is_running(pod, container) {
+            return None;
+        }
+        let run_dir = self.container_run_dir(pod, container);
+        let record = run_dir.read_record()?;
+        let cgroup = self.cgroups.open(pod, container).ok()??;
+        if !record.is_alive() || !cgroup.procs().ok()?.contains(&record.pid) {
+            return None;
+        }
+        let pidfd = match spawn::pidfd_open(record.pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::warn!("{pod}/{container}: pidfd_open({}): {e}", record.pid);
+                return None;
+            }
+        };
+        // The pid could have been recycled between the check and the open.
+        if !record.is_alive() {
+            return None;
+        }
+        if let Err(e) = self.drain_output(&key, &run_dir) {
+            log::warn!("{pod}/{container}: output not drained: {e}");
+        }
+        self.watch(key, record.pid, pidfd, Arc::new(cgroup), false);
+        log::info!("{pod}/{container}: adopted, pid {}", record.pid);
+        Some(Started {
+            pid: record.pid,
+            started_at: record.started_at(),
+        })
+    }
+
+    /// Opens the log sink of a container and drains its FIFOs into it (the
+    /// drains end when every writer, the container's processes, is gone).
+    fn drain_output(&self, key: &(String, String), run_dir: &RunDir) -> Result<(), RuntimeError> {
+        let path = self.log_path(&key.0, &key.1);
+        let sink = LogSink::open(&path, self.config.log_max_bytes, &key.0, &key.1)
+            .map_err(io_err(&path))?;
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), Arc::clone(&sink));
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let fd = run_dir
+                .open_reader(stream)
+                .map_err(io_err(run_dir.path()))?;
+            tokio::spawn(logs::drain(fd, stream, Arc::clone(&sink)));
+        }
+        Ok(())
+    }
+
+    /// Records a live container and watches its pidfd until it exits.
+    /// `child`: tankd is its parent and learns its exit status.
+    fn watch(
+        self: &Arc<Self>,
+        key: (String, String),
+        pid: u32,
+        pidfd: OwnedFd,
+        cgroup: Arc<ContainerCgroup>,
+        child: bool,
+    ) {
+        let pidfd = Arc::new(pidfd);
         let (gone_tx, gone_rx) = watch::channel(false);
         self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(
             key.clone(),
@@ -435,14 +535,22 @@ impl Runtime {
         );
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let status = spawn::wait_exit(&pidfd)
-                .await
-                .unwrap_or(ExitStatus::Signaled(Signal::SIGKILL as i32));
+            let status = if child {
+                Some(
+                    spawn::wait_exit(&pidfd)
+                        .await
+                        .unwrap_or(ExitStatus::Signaled(Signal::SIGKILL as i32)),
+                )
+            } else {
+                if let Err(e) = spawn::wait_gone(&pidfd).await {
+                    log::warn!("{}/{}: watching the pidfd: {e}", key.0, key.1);
+                }
+                None
+            };
+            let dir = this.container_dir(&key.0, &key.1);
             this.torn_down(key, pid, status, cgroup, dir).await;
             let _ = gone_tx.send(true);
         });
-        log::info!("{}/{}: started, pid {pid}", pod.name, container.name);
-        Ok(Started { pid, started_at })
     }
 
     /// After the container's PID 1 exited: kill what is left in its cgroup,
@@ -451,12 +559,12 @@ impl Runtime {
         &self,
         key: (String, String),
         pid: u32,
-        status: ExitStatus,
+        status: Option<ExitStatus>,
         cgroup: Arc<ContainerCgroup>,
         dir: PathBuf,
     ) {
         let oom_killed = cgroup.oom_kills().map(|n| n > 0).unwrap_or(false)
-            && matches!(status, ExitStatus::Signaled(9));
+            && matches!(status, Some(ExitStatus::Signaled(9)) | None);
         if let Err(e) = cgroup.kill_all() {
             log::warn!("{}/{}: {e}", key.0, key.1);
         }
@@ -472,7 +580,12 @@ impl Runtime {
             Ok(None) => {}
             Err(e) => log::warn!("{}/{}: {e}", key.0, key.1),
         }
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        let run_dir = self.container_run_dir(&key.0, &key.1);
+        let _ = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(dir);
+            run_dir.remove();
+        })
+        .await;
         // Only now is the name free: a start of the same container (a
         // restart, a new generation) must not race this teardown.
         self.live
@@ -480,9 +593,10 @@ impl Runtime {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&key);
         log::info!(
-            "{}/{}: exited ({status:?}{})",
+            "{}/{}: exited ({}{})",
             key.0,
             key.1,
+            status.map_or("status unknown".to_owned(), |s| s.to_string()),
             if oom_killed { ", OOM killed" } else { "" }
         );
         let _ = self.events.send(RuntimeEvent::Exited {
@@ -599,15 +713,4 @@ impl Drop for StartGuard {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.key);
     }
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| RuntimeError::Other(format!("pipe: {e}")))?;
-    nix::fcntl::fcntl(
-        &read,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    )
-    .map_err(|e| RuntimeError::Other(format!("pipe: {e}")))?;
-    Ok((read, write))
 }

@@ -12,5 +12,6 @@ pub mod init;
 pub mod logs;
 pub mod manager;
 pub mod plan;
+pub mod record;
 pub mod spawn;
 pub mod volumes;

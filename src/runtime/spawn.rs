@@ -320,6 +320,33 @@ pub async fn wait_exit(pidfd: &OwnedFd) -> Result<ExitStatus, SpawnError> {
     }
 }
 
+/// `pidfd_open(2)`: a pidfd of a process tankd did not start (a container
+/// adopted from a previous tankd).
+pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd (always
+    // close-on-exec) or -1; no memory is shared with the kernel.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits until the process of `pidfd` has exited, for a process tankd is
+/// not the parent of (a container adopted from a previous tankd): its
+/// pidfd becomes readable, but its exit status goes to its parent.
+pub async fn wait_gone(pidfd: &OwnedFd) -> Result<(), SpawnError> {
+    let watch = dup_cloexec(pidfd.as_fd(), 0).map_err(SpawnError::Wait)?;
+    let watch = register(watch)
+        .map_err(|e| SpawnError::Wait(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+    let _ready = watch
+        .readable()
+        .await
+        .map_err(|e| SpawnError::Wait(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
+    Ok(())
+}
+
 /// `waitid(P_PIDFD, fd, WEXITED | extra)`: the status, or `None` if the
 /// process still runs (with `WNOHANG`).
 fn reap(pidfd: BorrowedFd<'_>, extra: libc::c_int) -> Result<Option<ExitStatus>, Errno> {
