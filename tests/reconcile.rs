@@ -258,3 +258,60 @@ fn systemd_status_and_watchdog_from_the_loop() {
     ok(&tankd.tankctl(&["delete", "counted"]));
     tankd.keep_home(home);
 }
+
+#[test]
+fn resync_repairs_limits_and_the_netns_pin_without_a_restart() {
+    use std::os::unix::fs::MetadataExt;
+    let bus = SystemBus::start();
+    let home = TankdHome::with_config("[reconcile]\nresync_s = 1\n");
+    let tankd = Tankd::start_in(&bus, &home);
+    tankd.import_busybox();
+    tankd.apply(
+        &json!({"name": "drifty", "containers": [{"name": "main", "image": BUSYBOX,
+        "command": ["sleep", "1000"], "limits": {"memory": 67108864, "pids": 50}}]}),
+    );
+    let pid = running_pid(&tankd.wait_for("drifty", "running", 30, |d| running_pid(d).is_some()))
+        .unwrap();
+    let cgroup = |controller: &str, file: &str| {
+        std::path::Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(home.v1_root())
+            .join("pods/drifty/main")
+            .join(file)
+    };
+    let memory = cgroup("memory", "memory.limit_in_bytes");
+    let pids = cgroup("pids", "pids.max");
+    assert_eq!(std::fs::read_to_string(&memory).unwrap().trim(), "67108864");
+    // Someone loosens the limits and unmounts the namespace pin.
+    // Where swap is accounted, memsw bounds the memory limit: raise it first.
+    let memsw = cgroup("memory", "memory.memsw.limit_in_bytes");
+    if memsw.exists() {
+        std::fs::write(&memsw, "134217728").unwrap();
+    }
+    std::fs::write(&memory, "134217728").unwrap();
+    std::fs::write(&pids, "max").unwrap();
+    let pin = home.path().join("run/netns/drifty");
+    nix::mount::umount2(&pin, nix::mount::MntFlags::MNT_DETACH).unwrap();
+
+    let doc = tankd.wait_for("drifty", "the repair", 10, |d| {
+        d["status"]["events"]
+            .to_string()
+            .contains("network namespace pinned again")
+    });
+    assert_eq!(std::fs::read_to_string(&memory).unwrap().trim(), "67108864");
+    assert_eq!(std::fs::read_to_string(&pids).unwrap().trim(), "50");
+    assert!(
+        doc["status"]["events"]
+            .to_string()
+            .contains("limits of main restored"),
+        "{doc:#}"
+    );
+    // The pin is the container's own namespace again, and nothing restarted.
+    let pinned = std::fs::metadata(&pin).unwrap().ino();
+    let in_container = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+        .unwrap()
+        .ino();
+    assert_eq!(pinned, in_container);
+    assert_eq!(running_pid(&doc), Some(pid));
+    assert_eq!(restarts(&doc), 0);
+}

@@ -98,6 +98,34 @@ impl NetnsDir {
         Ok(path)
     }
 
+    /// Pins again the namespace of `pod` from a process inside it (drift
+    /// repair: the pin was unmounted while containers still run in it).
+    pub fn repin(&self, pod: &str, pid: u32) -> Result<PathBuf, NetnsError> {
+        let path = self.path(pod);
+        if is_nsfs(&path) {
+            return Ok(path);
+        }
+        std::fs::create_dir_all(&self.dir)
+            .and_then(|()| std::fs::File::create(&path))
+            .map_err(|e| NetnsError::Other {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        mount(
+            Some(format!("/proc/{pid}/ns/net").as_str()),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|source| NetnsError::Sys {
+            path: path.clone(),
+            op: "bind mount",
+            source,
+        })?;
+        Ok(path)
+    }
+
     /// Removes the namespace of `pod` (its interfaces go with it once no
     /// process is in it). Absent is fine.
     pub fn remove(&self, pod: &str) -> Result<(), NetnsError> {

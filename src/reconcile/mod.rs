@@ -387,9 +387,11 @@ impl Reconciler {
         }
     }
 
-    /// The periodic resync's drift repair: NICs deleted or re-addressed
-    /// inside a running pod's netns are put back, without restarting its
-    /// containers.
+    /// The periodic resync's drift repair, without restarting containers:
+    /// cgroup limits changed from outside are set back, an unmounted netns
+    /// pin is mounted again, NICs deleted or re-addressed inside a running
+    /// pod's netns are put back. (A container killed from outside needs no
+    /// resync: its pidfd reports the exit at once.)
     async fn repair_drift(self: Arc<Self>) {
         let pods: Vec<Pod> = {
             let pods = self.pods.lock().await;
@@ -399,6 +401,16 @@ impl Reconciler {
                 .collect()
         };
         for spec in pods {
+            let runtime = Arc::clone(&self.runtime);
+            let pod = spec.clone();
+            let repaired = tokio::task::spawn_blocking(move || runtime.repair_drift(&pod))
+                .await
+                .unwrap_or_default();
+            for repair in repaired {
+                log::info!("{}: drift repaired: {repair}", spec.name);
+                self.update(&spec.name, |s| s.event("DriftRepaired", repair))
+                    .await;
+            }
             if self.runtime.nics_drifted(&spec).await == Some(true) {
                 log::info!("{}: network drifted, repairing", spec.name);
                 match self.runtime.ensure_sandbox(&spec).await {

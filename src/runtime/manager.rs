@@ -283,6 +283,47 @@ impl Runtime {
         })
     }
 
+    /// Repairs drift of a running pod that needs no restart: cgroup limits
+    /// changed from outside are set back, and a netns pin unmounted while
+    /// containers still run in it is mounted again from one of them (so a
+    /// later `ensure_sandbox` finds their namespace, not a new one).
+    /// Returns what was repaired.
+    pub fn repair_drift(&self, pod: &Pod) -> Vec<String> {
+        let mut repaired = Vec::new();
+        let live: Vec<(String, u32, Arc<ContainerCgroup>)> = {
+            let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            pod.containers
+                .iter()
+                .filter_map(|c| {
+                    live.get(&(pod.name.clone(), c.name.clone()))
+                        .map(|l| (c.name.clone(), l.pid, Arc::clone(&l.cgroup)))
+                })
+                .collect()
+        };
+        for (name, _, cgroup) in &live {
+            let Some(want) = pod.container(name).map(|c| &c.limits) else {
+                continue;
+            };
+            match cgroup.limits() {
+                Ok(have) if have == *want => {}
+                Ok(have) => match cgroup.set_limits(want) {
+                    Ok(()) => repaired.push(format!("limits of {name} restored (were {have:?})")),
+                    Err(e) => log::warn!("{}/{name}: cannot restore limits: {e}", pod.name),
+                },
+                Err(e) => log::warn!("{}/{name}: cannot read limits: {e}", pod.name),
+            }
+        }
+        if pod.network != Network::Host && !self.netns.exists(&pod.name) {
+            if let Some((_, pid, _)) = live.first() {
+                match self.netns.repin(&pod.name, *pid) {
+                    Ok(_) => repaired.push("network namespace pinned again".to_owned()),
+                    Err(e) => log::warn!("{}: {e}", pod.name),
+                }
+            }
+        }
+        repaired
+    }
+
     /// Tears down what `ensure_sandbox` made (call once no container of the
     /// pod runs). Managed volumes are kept.
     pub async fn remove_sandbox(&self, pod: &str) -> Result<(), RuntimeError> {
