@@ -66,6 +66,7 @@ fn log_level_from_env() -> log::LevelFilter {
 
 /// Runs tankd until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    raise_nofile();
     let store_dir = config.store_dir();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir))
         .await
@@ -148,14 +149,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let pods = store.list()?.len();
     log::info!("serving {BUS_NAME} with {pods} pods");
-    notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(&format!("{pods} pods declared")),
-    ]);
+    notify(format!("READY=1\nSTATUS={pods} pods declared")).await;
 
     shutdown.await;
     log::info!("stopping");
-    notify(&[sd_notify::NotifyState::Stopping]);
+    notify("STOPPING=1".to_owned()).await;
     Ok(())
 }
 
@@ -190,9 +188,33 @@ async fn relay_pull_progress(conn: zbus::Connection, images: Arc<Images>) {
     }
 }
 
-/// sd_notify; a no-op without `NOTIFY_SOCKET`.
-fn notify(states: &[sd_notify::NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(states) {
-        log::warn!("sd_notify: {e}");
+/// sd_notify of a message that matters (READY=1, STOPPING=1); a no-op
+/// without `NOTIFY_SOCKET`. Never hangs on a receiver that does not read.
+async fn notify(message: String) {
+    let shown = message.replace('\n', " ");
+    let sent = tokio::task::spawn_blocking(move || {
+        crate::notify::send_and_wait(message, std::time::Duration::from_secs(5))
+    })
+    .await
+    .unwrap_or(false);
+    if !sent {
+        log::warn!("sd_notify: {shown} not delivered within 5 s");
+    }
+}
+
+/// Each container costs tankd a handful of fds (pidfd, output FIFOs, log
+/// file): raise the soft RLIMIT_NOFILE to the hard one (systemd's 1024 soft
+/// limit would cap tankd at a few hundred containers). Never above the hard
+/// limit: that would need CAP_SYS_RESOURCE.
+fn raise_nofile() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!("cannot raise RLIMIT_NOFILE from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("getrlimit(RLIMIT_NOFILE): {e}"),
     }
 }

@@ -8,22 +8,29 @@
 
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::OnceLock;
+use std::time::Duration;
 
-static QUEUE: OnceLock<Option<SyncSender<String>>> = OnceLock::new();
+/// A message, and who wants to know when it has been sent.
+type Item = (String, Option<SyncSender<()>>);
 
-fn queue() -> Option<&'static SyncSender<String>> {
+static QUEUE: OnceLock<Option<SyncSender<Item>>> = OnceLock::new();
+
+fn queue() -> Option<&'static SyncSender<Item>> {
     QUEUE
         .get_or_init(|| {
             std::env::var_os("NOTIFY_SOCKET")?;
-            let (tx, rx) = sync_channel::<String>(16);
+            let (tx, rx) = sync_channel::<Item>(16);
             std::thread::Builder::new()
                 .name("sd-notify".to_owned())
                 .spawn(move || {
-                    for message in rx {
+                    for (message, sent) in rx {
                         if let Err(e) =
                             sd_notify::notify(&[sd_notify::NotifyState::Custom(&message)])
                         {
                             log::debug!("sd_notify: {e}");
+                        }
+                        if let Some(sent) = sent {
+                            let _ = sent.try_send(());
                         }
                     }
                 })
@@ -36,8 +43,23 @@ fn queue() -> Option<&'static SyncSender<String>> {
 /// Queues one `KEY=VALUE` message; a no-op without `NOTIFY_SOCKET`.
 pub fn send(message: impl Into<String>) {
     if let Some(queue) = queue() {
-        let _ = queue.try_send(message.into());
+        let _ = queue.try_send((message.into(), None));
     }
+}
+
+/// Sends `message` (lines of `KEY=VALUE`) and waits until it has gone out,
+/// at most `timeout`: for READY=1 and STOPPING=1, which matter, from code
+/// that must still never hang on a receiver that does not read. Returns
+/// whether it was sent in time.
+pub fn send_and_wait(message: impl Into<String>, timeout: Duration) -> bool {
+    let Some(queue) = queue() else {
+        return true;
+    };
+    let (sent_tx, sent_rx) = sync_channel(1);
+    if queue.try_send((message.into(), Some(sent_tx))).is_err() {
+        return false;
+    }
+    sent_rx.recv_timeout(timeout).is_ok()
 }
 
 #[cfg(test)]
