@@ -24,7 +24,6 @@
 #[path = "common.rs"]
 mod common;
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::path::{Path, PathBuf};
