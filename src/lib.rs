@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod image;
 pub mod net;
 pub mod notify;
+pub mod pty;
 pub mod reconcile;
 pub mod runtime;
 pub mod spec;
