@@ -231,8 +231,6 @@ impl Session {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(io_err("creating the status socket"))?;
-        // The client never writes: our reading end only ever sees EOF.
-        shutdown(theirs.as_raw_fd(), Shutdown::Read).map_err(io_err("the status socket"))?;
         nix::fcntl::fcntl(&ours, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
             .map_err(io_err("the status socket"))?;
         let watch = ours.try_clone().map_err(|source| SessionError::Io {
