@@ -79,7 +79,7 @@ fn an_exec_shell_sees_the_workload_as_pid_1_and_itself() {
         let mut client = pty_tankctl(bus, &["exec", "-it", "web", "--", "sh"], 24, 80);
         client.expect("# ");
         client.send(b"echo me=$$; ps -o pid,args; tty; id -u; hostname\r");
-        let out = client.expect("\nweb\r\n");
+        let out = client.expect("\nweb\n");
         assert!(out.contains("    1 /bin/sleep 1000000"), "{out}");
         let me = out
             .lines()
@@ -91,7 +91,7 @@ fn an_exec_shell_sees_the_workload_as_pid_1_and_itself() {
             "the shell sees itself:\n{out}"
         );
         // The terminal is from the container's own devpts.
-        assert!(out.contains("/dev/pts/0\r\n"), "{out}");
+        assert!(out.contains("/dev/pts/0\n"), "{out}");
         client.send(b"exit 7\r");
         assert_eq!(client.wait(), 7);
         // The workload is untouched.
@@ -111,7 +111,7 @@ fn exit_codes_output_cwd_and_env() {
             24,
             80,
         );
-        let out = client.expect("hi\r\n");
+        let out = client.expect("hi\n");
         assert!(out.contains("hi"), "{out}");
         assert_eq!(client.wait(), 3);
         // Without: tankctl's own stdout, exit code passed through.
@@ -137,8 +137,7 @@ fn exit_codes_output_cwd_and_env() {
             "pwd; echo A=$A; echo FROM_SPEC=$FROM_SPEC; echo TERM=$TERM; echo HOME=$HOME",
         ]));
         assert_eq!(
-            out,
-            "/tmp\nA=2\nFROM_SPEC=spec-value\nTERM=\nHOME=/root\n",
+            out, "/tmp\nA=2\nFROM_SPEC=spec-value\nTERM=\nHOME=/root\n",
             "{out}"
         );
         // With -t: TERM=xterm.
@@ -148,7 +147,7 @@ fn exit_codes_output_cwd_and_env() {
             24,
             80,
         );
-        client.expect("TERM=xterm\r\n");
+        client.expect("TERM=xterm\n");
         assert_eq!(client.wait(), 0);
         // Not found: 127, as a shell says it.
         let out = tankd.tankctl(&["exec", "codes", "--", "no-such-command"]);
@@ -169,20 +168,20 @@ fn the_terminal_size_follows_the_client() {
         let _tankd = tankd_with(bus, &[sleeper("size")]);
         // The initial size is there from the command's first instruction.
         let mut client = pty_tankctl(bus, &["exec", "-t", "size", "--", "stty", "size"], 33, 101);
-        client.expect("33 101\r\n");
+        client.expect("33 101\n");
         assert_eq!(client.wait(), 0);
 
         let mut client = pty_tankctl(bus, &["exec", "-it", "size", "--", "sh"], 33, 101);
         client.expect("# ");
         client.send(b"stty size\r");
-        client.expect("33 101\r\n");
+        client.expect("33 101\n");
         client.resize(40, 120);
         // SIGWINCH reaches tankctl asynchronously.
         let deadline = Instant::now() + TIMEOUT;
         loop {
             client.send(b"stty size\r");
             let out = client.expect("# ");
-            if out.contains("40 120\r\n") {
+            if out.contains("40 120\n") {
                 break;
             }
             assert!(Instant::now() < deadline, "size never followed:\n{out}");
@@ -198,10 +197,15 @@ fn detach_keys_and_a_detached_command_keeps_running() {
     let bus = &SystemBus::start();
     {
         let tankd = tankd_with(bus, &[sleeper("det")]);
-        let mut client = pty_tankctl(bus, &["exec", "-it", "det", "--", "cat", "-v"], 24, 80);
-        // A lone Ctrl-P followed by another key is delivered to the program.
+        let mut client = pty_tankctl(bus, &["exec", "-it", "det", "--", "sh"], 24, 80);
+        // Typing only once tankctl is up (its terminal raw).
+        client.expect("# ");
+        client.send(b"exec cat -v\r");
+        client.expect("exec cat -v\n");
+        // A lone Ctrl-P followed by another key is delivered to the program
+        // (echoed by the terminal, then printed by cat).
         client.send(b"\x10a\r");
-        client.expect("^Pa\r\n");
+        client.expect("^Pa\n^Pa\n");
         client.send(DETACH);
         let out = client.expect("detached");
         assert!(!out.contains("^Q"), "{out}");
@@ -213,14 +217,22 @@ fn detach_keys_and_a_detached_command_keeps_running() {
         // Other keys.
         let mut client = pty_tankctl(
             bus,
-            &["exec", "-it", "--detach-keys", "ctrl-a,d", "det", "--", "sh"],
+            &[
+                "exec",
+                "-it",
+                "--detach-keys",
+                "ctrl-a,d",
+                "det",
+                "--",
+                "sh",
+            ],
             24,
             80,
         );
         client.expect("# ");
         client.send(DETACH);
         client.send(b"echo still-here\r");
-        client.expect("still-here\r\n");
+        client.expect("still-here\n");
         client.send(b"\x01d");
         client.expect("detached");
         assert_eq!(client.wait(), 0);
@@ -236,7 +248,7 @@ fn attach_detach_reattach_and_the_restart_policy() {
         client.send(b"\r");
         client.expect("# ");
         client.send(b"X=kept-value; echo set\r");
-        client.expect("set\r\n");
+        client.expect("set\n");
 
         // One client at a time.
         let busy = failed(&tankd.tankctl(&["attach", "tty"]));
@@ -250,7 +262,7 @@ fn attach_detach_reattach_and_the_restart_policy() {
         // Output while detached goes to the log; the shell keeps its state.
         let mut client = pty_tankctl(bus, &["attach", "tty"], 24, 80);
         client.send(b"echo value=$X\r");
-        client.expect("value=kept-value\r\n");
+        client.expect("value=kept-value\n");
         // The program's end ends the container: status 0, restarted.
         client.send(b"exit\r");
         assert_eq!(client.wait(), 0);
@@ -262,7 +274,7 @@ fn attach_detach_reattach_and_the_restart_policy() {
         // A fresh session: the variable is gone.
         let mut client = pty_tankctl(bus, &["attach", "tty"], 24, 80);
         client.send(b"echo value=$X.\r");
-        client.expect("value=.\r\n");
+        client.expect("value=.\n");
         client.send(DETACH);
         assert_eq!(client.wait(), 0);
 
@@ -299,7 +311,11 @@ fn twenty_concurrent_execs() {
                 let address = address.clone();
                 std::thread::spawn(move || {
                     let script = format!("sleep 0.3; echo run-{i}-$$");
-                    support::run_tankctl(&address, &["exec", "many", "--", "sh", "-c", &script], None)
+                    support::run_tankctl(
+                        &address,
+                        &["exec", "many", "--", "sh", "-c", &script],
+                        None,
+                    )
                 })
             })
             .collect();
@@ -317,11 +333,16 @@ fn twenty_concurrent_execs() {
         let clients: Vec<PtyClient> = (0..10)
             .map(|i| {
                 let script = format!("sleep 0.3; echo tty-{i}");
-                pty_tankctl(bus, &["exec", "-t", "many", "--", "sh", "-c", &script], 24, 80)
+                pty_tankctl(
+                    bus,
+                    &["exec", "-t", "many", "--", "sh", "-c", &script],
+                    24,
+                    80,
+                )
             })
             .collect();
         for (i, mut client) in clients.into_iter().enumerate() {
-            client.expect(&format!("tty-{i}\r\n"));
+            client.expect(&format!("tty-{i}\n"));
             assert_eq!(client.wait(), 0);
         }
         assert!(running(&tankd.get("many"), "main"));
@@ -350,8 +371,14 @@ fn non_tty_exec_through_pipes() {
             "{out:?}"
         );
         // stdin with -i, stderr kept apart.
-        let out = shell(r#"printf 'abc\ndef\n' | "$TANKCTL" exec -i pipes -- sh -c 'tr a-z A-Z; echo oops >&2' 2>/dev/null"#);
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "ABC\nDEF\n", "{out:?}");
+        let out = shell(
+            r#"printf 'abc\ndef\n' | "$TANKCTL" exec -i pipes -- sh -c 'tr a-z A-Z; echo oops >&2' 2>/dev/null"#,
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ABC\nDEF\n",
+            "{out:?}"
+        );
         // Without -i the command's stdin is /dev/null.
         let out = shell(r#"echo ignored | "$TANKCTL" exec pipes -- cat"#);
         assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{out:?}");
@@ -381,11 +408,11 @@ fn a_killed_client_leaves_tankd_and_the_container_healthy() {
         // An attached client killed: the next attach is not refused.
         let mut client = pty_tankctl(bus, &["attach", "ktty"], 24, 80);
         client.send(b"echo attached-once\r");
-        client.expect("attached-once\r\n");
+        client.expect("attached-once\n");
         client.kill9();
         let mut client = pty_tankctl(bus, &["attach", "ktty"], 24, 80);
         client.send(b"echo attached-again\r");
-        client.expect("attached-again\r\n");
+        client.expect("attached-again\n");
         client.send(DETACH);
         assert_eq!(client.wait(), 0);
 
@@ -454,14 +481,14 @@ impl PtyClient {
     }
 
     /// Waits until the output since the last expect contains `needle`;
-    /// returns that output (up to and including `needle`).
+    /// returns that output (up to and including `needle`). Carriage
+    /// returns are left out of the output (the local terminal adds some
+    /// when it is not raw).
     fn expect(&mut self, needle: &str) -> String {
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            let text = {
-                let out = self.output.lock().unwrap();
-                String::from_utf8_lossy(&out[self.seen.min(out.len())..]).into_owned()
-            };
+            let text = self.text().replace('\r', "");
+            let text = text[self.seen.min(text.len())..].to_owned();
             if let Some(i) = text.find(needle) {
                 let upto = &text[..i + needle.len()];
                 self.seen += upto.len();
