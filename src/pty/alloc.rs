@@ -38,11 +38,7 @@ pub fn open_pty(rows: u16, cols: u16) -> Result<(OwnedFd, OwnedFd), String> {
     if fs.filesystem_type().0 as i64 != DEVPTS_MAGIC {
         return Err(format!("open {PTMX}: not on a devpts filesystem"));
     }
-    let unlock: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK reads one int from the pointer, valid for the call.
-    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
-        return Err(failed("unlock", Errno::last()));
-    }
+    unlock(master.as_fd()).map_err(|e| failed("unlock", e))?;
     // SAFETY: TIOCGPTPEER takes open flags by value and returns a new fd.
     let slave = unsafe {
         libc::ioctl(
@@ -58,6 +54,16 @@ pub fn open_pty(rows: u16, cols: u16) -> Result<(OwnedFd, OwnedFd), String> {
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
     set_size(master.as_fd(), rows, cols).map_err(|e| failed("set the size of", e))?;
     Ok((master, slave))
+}
+
+/// `TIOCSPTLCK 0` (`unlockpt`): the slave may be opened.
+pub fn unlock(master: BorrowedFd<'_>) -> Result<(), Errno> {
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int from the pointer, valid for the call.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
 }
 
 /// `TIOCSWINSZ`.
@@ -148,6 +154,7 @@ mod tests {
         )
         .unwrap();
         check_master(&master).unwrap();
+        unlock(master.as_fd()).unwrap();
         let slave = open_slave(master.as_fd()).unwrap();
         assert!(check_master(&slave).is_err());
         set_size(master.as_fd(), 33, 101).unwrap();

@@ -482,9 +482,7 @@ mod tests {
             nix::sys::stat::Mode::empty(),
         )
         .unwrap();
-        let unlock: libc::c_int = 0;
-        // SAFETY: TIOCSPTLCK reads one int.
-        assert!(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } >= 0);
+        super::super::alloc::unlock(master.as_fd()).unwrap();
         let slave = super::super::alloc::open_slave(master.as_fd()).unwrap();
         (master, slave)
     }
