@@ -100,6 +100,43 @@ fn an_exec_shell_sees_the_workload_as_pid_1_and_itself() {
 }
 
 #[test]
+fn an_exec_has_the_containers_namespaces_cgroup_user_and_privileges() {
+    let bus = &SystemBus::start();
+    let tankd = Tankd::start(bus);
+    tankd.import(&[(
+        "localhost/tank/app:1",
+        &support::images::Pushable::Image(support::images::user_entrypoint_image()),
+    )]);
+    tankd.apply(&json!({
+        "name": "ident",
+        "containers": [{"name": "main", "image": "localhost/tank/app:1",
+                        "command": ["/bin/sleep", "1000000"]}]
+    }));
+    tankd.wait_for("ident", "running", 30, |d| running(d, "main"));
+    // The same view from PID 1 and from the exec'd process.
+    let probe = |pid: &str| {
+        format!(
+            "for ns in mnt pid net uts ipc cgroup; do readlink /proc/{pid}/ns/$ns; done; \
+             cat /proc/{pid}/cgroup; \
+             grep -E '^(Uid|Gid|Groups|CapBnd|CapEff|CapPrm|NoNewPrivs)' /proc/{pid}/status"
+        )
+    };
+    let script = format!("{}; echo ---; {}; echo ---; pwd", probe("1"), probe("self"));
+    let out = ok(&tankd.tankctl(&["exec", "ident", "--", "sh", "-c", &script]));
+    let parts: Vec<&str> = out.split("---\n").collect();
+    assert_eq!(parts.len(), 3, "{out}");
+    assert_eq!(parts[0], parts[1], "PID 1 vs exec:\n{out}");
+    assert!(parts[0].contains("Uid:\t1000\t1000\t1000\t1000"), "{out}");
+    assert!(parts[0].contains("NoNewPrivs:\t1"), "{out}");
+    assert!(parts[0].contains("CapEff:\t0000000000000000"), "{out}");
+    // The image's working directory.
+    assert_eq!(parts[2], "/home/app\n", "{out}");
+    // The tankd binary is never visible as the exec'd process's executable.
+    let exe = ok(&tankd.tankctl(&["exec", "ident", "--", "readlink", "/proc/self/exe"]));
+    assert_eq!(exe, "/bin/busybox\n");
+}
+
+#[test]
 fn exit_codes_output_cwd_and_env() {
     let bus = &SystemBus::start();
     {
