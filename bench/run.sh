@@ -3,6 +3,7 @@
 #   bench/run.sh pull     pull+unpack of a ~100 MB 5-layer image: tank vs podman vs tar
 #   bench/run.sh start    start→exit of busybox /bin/true: tank vs podman vs crun/runc vs unshare
 #   bench/run.sh net      netns + one macvlan NIC per pod: tank vs the equivalent `ip` commands
+#   bench/run.sh exec     exec of /bin/true in a running container: tank vs podman exec vs nsenter
 # Installs the peers (podman, crun, runc) if missing. Uses the same build
 # profile as the tests, so nothing is rebuilt from scratch.
 set -euo pipefail
@@ -20,5 +21,6 @@ case "${1:-}" in
     pull) exec cargo bench --profile dev --bench pull ;;
     start) exec cargo bench --profile dev --bench start ;;
     net) exec cargo bench --profile dev --bench net ;;
-    *) echo "usage: bench/run.sh pull|start|net" >&2; exit 2 ;;
+    exec) exec cargo bench --profile dev --bench exec ;;
+    *) echo "usage: bench/run.sh pull|start|net|exec" >&2; exit 2 ;;
 esac
