@@ -34,6 +34,13 @@
 //! `SA_NOCLDWAIT`) and never `waitpid(-1)`: either would reap containers
 //! behind the pidfds' back and lose their exit statuses.
 //!
+//! The same machinery starts the exec stage ([`Stage::Exec`], see
+//! [`super::exec`]): no new namespaces (the clone is made from a thread
+//! that joined the container's PID namespace), the container's pidfd as
+//! fd 5, `tankd --tank-exec`. For a tty plan, after `Go` the stage sends
+//! `Console` with the PTY master it opened in the container's devpts
+//! attached (`SCM_RIGHTS`); [`Started::pty`] holds it.
+//!
 //! Exits are observed with [`wait_exit`]: the pidfd becomes readable when
 //! the process exits, then `waitid(P_PIDFD)` reaps it. No SIGCHLD handler,
 //! no polling, no pid reuse races.
