@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{failed, ok, SystemBus, Tankd};
+use support::{failed, ok, SystemBus, Tankd, TankdHome};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 const DETACH: &[u8] = b"\x10\x11";
@@ -66,9 +66,19 @@ fn tty_shell(name: &str) -> Value {
     })
 }
 
-/// tankctl on `bus` under a PTY of `rows`×`cols`.
+/// tankctl on `bus` under a PTY of `rows`×`cols`; for an interactive
+/// session (`attach`, `exec -i…`), once its terminal is raw.
 fn pty_tankctl(bus: &SystemBus, args: &[&str], rows: u16, cols: u16) -> PtyClient {
-    PtyClient::spawn(&bus.address, args, rows, cols)
+    let client = PtyClient::spawn(&bus.address, args, rows, cols);
+    let interactive = args[0] == "attach"
+        || args
+            .iter()
+            .take_while(|a| **a != "--")
+            .any(|a| a.starts_with('-') && !a.starts_with("--") && a.contains('i'));
+    if interactive {
+        client.wait_raw();
+    }
+    client
 }
 
 #[test]
@@ -237,19 +247,19 @@ fn detach_keys_and_a_detached_command_keeps_running() {
         let mut client = pty_tankctl(bus, &["exec", "-it", "det", "--", "sh"], 24, 80);
         // Typing only once tankctl is up (its terminal raw).
         client.expect("# ");
-        client.send(b"exec cat -v\r");
-        client.expect("exec cat -v\n");
+        client.send(b"exec tr '\\020' Z\r");
+        client.expect("exec tr");
         // A lone Ctrl-P followed by another key is delivered to the program
-        // (echoed by the terminal, then printed by cat).
+        // (tr turns Ctrl-P into Z; the terminal's echo shows ^P).
         client.send(b"\x10a\r");
-        client.expect("^Pa\n^Pa\n");
+        client.expect("Za\n");
         client.send(DETACH);
         let out = client.expect("detached");
         assert!(!out.contains("^Q"), "{out}");
         assert_eq!(client.wait(), 0);
         // Still running, seen from a second exec; the terminal is drained.
         let ps = ok(&tankd.tankctl(&["exec", "det", "--", "ps", "-o", "args"]));
-        assert!(ps.contains("cat -v"), "{ps}");
+        assert!(ps.lines().any(|l| l.starts_with("tr ")), "{ps}");
 
         // Other keys.
         let mut client = pty_tankctl(
@@ -459,10 +469,39 @@ fn a_killed_client_leaves_tankd_and_the_container_healthy() {
     }
 }
 
+#[test]
+fn exec_into_a_container_adopted_after_a_tankd_restart() {
+    let bus = &SystemBus::start();
+    let home = TankdHome::new();
+    let tankd = Tankd::start_in(bus, &home);
+    tankd.import_busybox();
+    tankd.apply(&sleeper("adopt"));
+    let before = tankd.wait_for("adopt", "running", 30, |d| running(d, "main"));
+    tankd.kill9();
+    let mut tankd = Tankd::start_in(bus, &home);
+    let after = tankd.wait_for("adopt", "adopted", 30, |d| running(d, "main"));
+    let pid = |d: &Value| d["status"]["containers"]["main"]["state"]["running"]["pid"].clone();
+    assert_eq!(pid(&before), pid(&after), "adopted, not restarted");
+    // The context comes from the adopted PID 1 itself.
+    let out = ok(&tankd.tankctl(&[
+        "exec",
+        "adopt",
+        "--",
+        "sh",
+        "-c",
+        "echo FROM_SPEC=$FROM_SPEC; ps -o pid,args",
+    ]));
+    assert!(out.contains("FROM_SPEC=spec-value\n"), "{out}");
+    assert!(out.contains("    1 /bin/sleep 1000000"), "{out}");
+    tankd.keep_home(home);
+}
+
 // --- an expect-style PTY client -------------------------------------------
 
 struct PtyClient {
     master: OwnedFd,
+    /// Our copy of the slave, to watch its settings.
+    slave: OwnedFd,
     child: Child,
     output: Arc<Mutex<Vec<u8>>>,
     /// Where the next expect starts looking.
@@ -478,6 +517,7 @@ impl PtyClient {
             ws_ypixel: 0,
         };
         let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+        let slave_copy = pty.slave.try_clone().unwrap();
         let slave = std::fs::File::from(pty.slave);
         // setsid --ctty: tankctl leads a session whose controlling terminal
         // is the slave, as in a terminal emulator.
@@ -507,6 +547,7 @@ impl PtyClient {
         });
         PtyClient {
             master: pty.master,
+            slave: slave_copy,
             child,
             output,
             seen: 0,
@@ -538,6 +579,27 @@ impl PtyClient {
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until tankctl has put the terminal in raw mode: typing
+    /// before that would be cooked by the local line discipline.
+    fn wait_raw(&self) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let settings = nix::sys::termios::tcgetattr(self.slave.as_fd()).unwrap();
+            if !settings
+                .local_flags
+                .contains(nix::sys::termios::LocalFlags::ICANON)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tankctl never went raw:\n{}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 

@@ -138,16 +138,18 @@ pub async fn attach(
         )));
     }
     let not_running = || BusError::NotRunning(format!("container {pod}/{name} is not running"));
-    let session = runtime
-        .consoles()
-        .main_session(pod, name)
-        .ok_or_else(not_running)?
-        // Running, but started before its spec had tty: true.
-        .ok_or_else(|| {
-            BusError::NotATty(format!(
-                "container {pod}/{name} runs without a terminal (restart it)"
-            ))
-        })?;
+    let session = match runtime.consoles().main_session(pod, name) {
+        Some(session) => session,
+        // Adopted after a tankd restart: its terminal died with the old tankd.
+        None if runtime.exec_target(pod, name).is_some() => None,
+        None => return Err(not_running()),
+    }
+    // Running, but started before its spec had tty: true.
+    .ok_or_else(|| {
+        BusError::NotATty(format!(
+            "container {pod}/{name} runs without a terminal (restart it)"
+        ))
+    })?;
     match session.attach().await {
         Ok(client) => Ok(ends(client)),
         Err(SessionError::Ended) => Err(not_running()),

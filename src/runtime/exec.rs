@@ -58,6 +58,36 @@ pub struct ExecContext {
 }
 
 impl ExecContext {
+    /// The context of a container started by a previous tankd (adopted,
+    /// no plan at hand), read from its PID 1: the environment it was
+    /// exec'd with, its real uid and gid, Docker's default capabilities;
+    /// the working directory is `/` (the configured one is not recorded).
+    pub fn from_proc(pid: u32) -> Option<ExecContext> {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let env = environ
+            .split(|b| *b == 0)
+            .filter(|e| !e.is_empty())
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .collect();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let real = |field: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.split_whitespace().next())
+                .map(str::to_owned)
+        };
+        Some(ExecContext {
+            user: Some(format!("{}:{}", real("Uid:")?, real("Gid:")?)),
+            env,
+            cwd: PathBuf::from("/"),
+            capabilities: super::plan::DEFAULT_CAPABILITIES
+                .iter()
+                .map(|c| c.to_string())
+                .collect(),
+        })
+    }
+
     pub fn of(plan: &InitPlan) -> ExecContext {
         ExecContext {
             user: plan.user.clone(),
@@ -217,13 +247,12 @@ pub async fn exec(
     let (pid, pidfd, cgroup) = runtime
         .exec_target(pod, container)
         .ok_or_else(not_running)?;
-    let (context_pid, context) = runtime
-        .consoles()
-        .context(pod, container)
-        .ok_or_else(not_running)?;
-    if context_pid != pid {
-        return Err(not_running());
-    }
+    let context = match runtime.consoles().context(pod, container) {
+        Some((context_pid, context)) if context_pid == pid => context,
+        Some(_) => return Err(not_running()),
+        // Adopted from a previous tankd.
+        None => Arc::new(ExecContext::from_proc(pid).ok_or_else(not_running)?),
+    };
     let plan = ExecPlan {
         env: merge_env(&context.env, request.tty, &request.env),
         cwd: request.cwd.unwrap_or_else(|| context.cwd.clone()),
