@@ -4,6 +4,7 @@
 #   bench/run.sh start    start→exit of busybox /bin/true: tank vs podman vs crun/runc vs unshare
 #   bench/run.sh net      netns + one macvlan NIC per pod: tank vs the equivalent `ip` commands
 #   bench/run.sh scale    200 pods at once → Running, tankd RSS and idle CPU, exit → restart
+#   bench/run.sh exec     exec of /bin/true in a running container: tank vs podman exec vs nsenter
 # Installs the peers (podman, crun, runc) if missing. Uses the same build
 # profile as the tests, so nothing is rebuilt from scratch.
 set -euo pipefail
@@ -22,5 +23,6 @@ case "${1:-}" in
     start) exec cargo bench --profile dev --bench start ;;
     net) exec cargo bench --profile dev --bench net ;;
     scale) exec cargo bench --profile dev --bench scale ;;
-    *) echo "usage: bench/run.sh pull|start|net|scale" >&2; exit 2 ;;
+    exec) exec cargo bench --profile dev --bench exec ;;
+    *) echo "usage: bench/run.sh pull|start|net|scale|exec" >&2; exit 2 ;;
 esac

@@ -10,6 +10,9 @@
 //! - [`config`]: tankd's operational configuration (`tankd.toml`).
 //! - [`bus`]: the D-Bus API (`org.tank.Manager`, `org.tank.Pod`), named
 //!   errors and caller authorization.
+//! - [`runtime`]: containers (clone3, init and exec stages, cgroups, logs);
+//!   [`pty`]: their terminals (allocation in the container's devpts,
+//!   attach leases, draining while detached).
 //! - [`daemon`]: tankd's wiring and its life cycle under systemd.
 //! - [`client`]: tankctl, the command-line client.
 #![deny(unsafe_code)]
@@ -21,6 +24,7 @@ pub mod daemon;
 pub mod image;
 pub mod net;
 pub mod notify;
+pub mod pty;
 pub mod reconcile;
 pub mod runtime;
 pub mod spec;

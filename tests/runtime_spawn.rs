@@ -138,6 +138,7 @@ fn plan(s: &Scratch, rootfs: RootfsPlan, argv: &[&str]) -> InitPlan {
         cwd: "/".into(),
         masked_paths: DEFAULT_MASKED_PATHS.iter().map(PathBuf::from).collect(),
         readonly_paths: DEFAULT_READONLY_PATHS.iter().map(PathBuf::from).collect(),
+        tty: false,
         capabilities: DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect(),
     }
 }

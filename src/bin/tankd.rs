@@ -24,6 +24,12 @@ fn main() -> ExitCode {
     {
         tank::runtime::init::main();
     }
+    // The exec stage: a process joining a running container.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(tank::runtime::init::exec::EXEC_ARG))
+    {
+        tank::runtime::init::exec::main();
+    }
     let args = Args::parse();
     tank::daemon::init_logging();
     let config = match tank::config::Config::load(args.config.as_deref()) {

@@ -31,6 +31,15 @@ pub enum BusError {
     ImagePull(String),
     /// An image archive could not be imported.
     ImportFailed(String),
+    /// The container is declared but not running (Exec, Attach).
+    NotRunning(String),
+    /// Attach to a container without `tty: true`.
+    NotATty(String),
+    /// Another client is attached to the container's terminal.
+    Busy(String),
+    /// The command of an Exec could not be started (not found, cwd
+    /// missing, ...): the message says which step failed.
+    ExecFailed(String),
 }
 
 impl BusError {

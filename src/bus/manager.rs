@@ -287,6 +287,41 @@ impl Manager {
         Ok(fd.into())
     }
 
+    /// Starts `argv` in the running container (`""`: the pod's only one)
+    /// as a second process: the container's namespaces, cgroup, user,
+    /// capabilities, env (+ `TERM=xterm` with a tty) and working directory.
+    /// `opts`: `tty` (b), `env` (as, `K=V` over the container's), `cwd`
+    /// (s), `rows`/`cols` (q, initial PTY size), `stdin`/`stdout`/`stderr`
+    /// (h, without a tty; `/dev/null` where absent). Returns the PTY master
+    /// (`/dev/null` without a tty) and a status pipe that delivers `exited
+    /// N` / `signaled N`. Needs org.tank.pods.exec.
+    #[zbus(out_args("pty", "status"))]
+    async fn exec(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        pod: &str,
+        container: &str,
+        argv: Vec<String>,
+        opts: std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
+    ) -> Result<(zbus::zvariant::OwnedFd, zbus::zvariant::OwnedFd), BusError> {
+        self.auth.check(&header, Action::ExecPods).await?;
+        super::exec::exec(&self.store, &self.runtime, pod, container, argv, opts).await
+    }
+
+    /// Attaches to the terminal of a `tty: true` container's main process:
+    /// its PTY master and a status pipe (as Exec). One client at a time.
+    /// Needs org.tank.pods.exec.
+    #[zbus(out_args("pty", "status"))]
+    async fn attach(
+        &self,
+        #[zbus(header)] header: Header<'_>,
+        pod: &str,
+        container: &str,
+    ) -> Result<(zbus::zvariant::OwnedFd, zbus::zvariant::OwnedFd), BusError> {
+        self.auth.check(&header, Action::ExecPods).await?;
+        super::exec::attach(&self.store, &self.runtime, pod, container).await
+    }
+
     /// Managed volumes: (pod, volume, bytes used).
     #[zbus(out_args("volumes"))]
     async fn list_volumes(&self) -> Result<Vec<(String, String, u64)>, BusError> {

@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod exec;
 pub mod images;
 pub mod logs;
 pub mod manager;

@@ -73,6 +73,52 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Run a command in a running container (`-it` for a shell).
+    Exec(ExecArgs),
+    /// Attach to the terminal of a `tty: true` container.
+    Attach {
+        pod: String,
+        /// The container (may be omitted when the pod has one).
+        #[arg(short = 'c', long = "container", default_value = "")]
+        container: String,
+        /// Key sequence that detaches (comma-separated: a character or
+        /// ctrl-<x>; empty: never).
+        #[arg(long = "detach-keys", value_name = "KEYS", default_value = super::terminal::DEFAULT_DETACH_KEYS)]
+        detach_keys: String,
+    },
+}
+
+/// `tankctl exec [-i] [-t] [-c CONTAINER] [--env K=V] [--cwd DIR] POD -- CMD…`
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Pass stdin to the command (the keyboard with -t).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Run the command on a terminal (a PTY in the container).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// The container (may be omitted when the pod has one).
+    #[arg(short = 'c', long = "container", default_value = "")]
+    pub container: String,
+    /// Set an environment variable (repeatable; over the container's).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Working directory of the command [default: the container's].
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// Key sequence that detaches with -it (comma-separated: a character
+    /// or ctrl-<x>; empty: never).
+    #[arg(long = "detach-keys", value_name = "KEYS", default_value = super::terminal::DEFAULT_DETACH_KEYS)]
+    pub detach_keys: String,
+    pub pod: String,
+    /// The command and its arguments (after `--`).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,10 +5,12 @@
 //! `dbus/`), never to the store or the machine directly.
 
 pub mod cli;
+pub mod exec;
 pub mod images;
 pub mod input;
 pub mod output;
 pub mod proxy;
+pub mod terminal;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -65,6 +67,10 @@ pub fn describe(err: &zbus::Error) -> String {
     match name.as_str() {
         "org.tank.Error.InvalidSpec" => format!("invalid spec: {message}"),
         "org.tank.Error.NotFound"
+        | "org.tank.Error.NotRunning"
+        | "org.tank.Error.NotATty"
+        | "org.tank.Error.Busy"
+        | "org.tank.Error.ExecFailed"
         | "org.tank.Error.InUse"
         | "org.tank.Error.ImagePull"
         | "org.tank.Error.InvalidArgument" => message.to_owned(),
@@ -78,8 +84,8 @@ pub fn describe(err: &zbus::Error) -> String {
     }
 }
 
-/// Runs one tankctl invocation.
-pub async fn run(cli: Cli) -> Result<(), ClientError> {
+/// Runs one tankctl invocation; returns tankctl's exit status.
+pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     let conn = Connection::system().await.map_err(ClientError::Connect)?;
     let manager = ManagerProxy::new(&conn).await?;
     match cli.command {
@@ -177,8 +183,14 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             manager.remove_volume(pod, name).await?;
             println!("volume {volume} removed");
         }
+        Command::Exec(args) => return exec::exec(&manager, args).await,
+        Command::Attach {
+            pod,
+            container,
+            detach_keys,
+        } => return exec::attach(&manager, &pod, &container, &detach_keys).await,
     }
-    Ok(())
+    Ok(0)
 }
 
 /// Waits for the pod's status to show `generation` converged: Running, or

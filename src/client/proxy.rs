@@ -30,6 +30,18 @@ pub trait Manager {
         follow: bool,
         tail: u32,
     ) -> zbus::Result<zbus::zvariant::OwnedFd>;
+    fn exec(
+        &self,
+        pod: &str,
+        container: &str,
+        argv: &[String],
+        opts: std::collections::HashMap<&str, zbus::zvariant::Value<'_>>,
+    ) -> zbus::Result<(zbus::zvariant::OwnedFd, zbus::zvariant::OwnedFd)>;
+    fn attach(
+        &self,
+        pod: &str,
+        container: &str,
+    ) -> zbus::Result<(zbus::zvariant::OwnedFd, zbus::zvariant::OwnedFd)>;
     fn list_volumes(&self) -> zbus::Result<Vec<(String, String, u64)>>;
     fn remove_volume(&self, pod: &str, volume: &str) -> zbus::Result<()>;
     #[zbus(signal)]

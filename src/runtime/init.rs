@@ -28,6 +28,7 @@
 #![allow(unsafe_code)]
 
 mod creds;
+pub mod exec;
 mod mounts;
 
 use std::convert::Infallible;
@@ -78,17 +79,21 @@ pub(crate) fn errno_text(errno: Errno) -> String {
 /// The init stage. Never returns: it `execve`s the workload or exits 1
 /// after reporting why.
 pub fn main() -> ! {
+    stage_main(c"tank-init", INIT_ARG, run)
+}
+
+/// The frame of a stage (init, exec): name, sync socket check, `run`,
+/// and the report of its failure.
+fn stage_main(name: &std::ffi::CStr, arg: &str, run: fn(BorrowedFd<'_>) -> Step<Infallible>) -> ! {
     // execveat(AT_EMPTY_PATH) named us after the fd number ("10"): show
     // what we are in ps until the workload's exec renames us.
-    let _ = nix::sys::prctl::set_name(c"tank-init");
+    let _ = nix::sys::prctl::set_name(name);
     // SAFETY: fd 4 was set up by spawn for this process; it stays open for
     // the whole of main (it is only ever closed by the final execve).
     let sync = unsafe { BorrowedFd::borrow_raw(SYNC_FD) };
     if fcntl(sync, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).is_err() {
         // Not started by tankd's spawn: nobody to report to.
-        eprintln!(
-            "tankd {INIT_ARG}: no sync socket on fd {SYNC_FD}; this mode is internal to tankd"
-        );
+        eprintln!("tankd {arg}: no sync socket on fd {SYNC_FD}; this mode is internal to tankd");
         std::process::exit(2);
     }
     let message = match std::panic::catch_unwind(|| run(sync)) {
@@ -115,7 +120,7 @@ fn run(sync: BorrowedFd<'_>) -> Step<Infallible> {
     // Modes below are exact (device nodes 0666, ...); the workload gets 022.
     nix::sys::stat::umask(Mode::empty());
 
-    let plan = read_plan()?;
+    let plan: InitPlan = read_plan()?;
     // Checked now: a bad plan fails before anything is built.
     let keep = creds::capability_set(&plan.capabilities)?;
 
@@ -162,6 +167,9 @@ fn run(sync: BorrowedFd<'_>) -> Step<Infallible> {
     nix::unistd::sethostname(&plan.hostname)
         .map_err(|e| failed("sethostname", &plan.hostname, e))?;
     nix::unistd::chdir(&plan.cwd).map_err(|e| failed("chdir", plan.cwd.display(), e))?;
+    if plan.tty {
+        console(sync, user.uid, crate::pty::alloc::DEFAULT_SIZE)?;
+    }
 
     creds::switch_user(&user, &keep)?;
     nix::sys::prctl::set_no_new_privs().map_err(|e| failed("prctl", "PR_SET_NO_NEW_PRIVS", e))?;
@@ -171,8 +179,45 @@ fn run(sync: BorrowedFd<'_>) -> Step<Infallible> {
     exec(&program, &plan.argv, &env)
 }
 
+/// A PTY in the devpts at `/dev/pts` (ours: we are in the container's
+/// mount namespace and root) becomes our stdio and controlling terminal
+/// (we lead our session since spawn's `setsid`); the slave is `uid`'s; the
+/// master goes to tankd with a `Console` message.
+fn console(sync: BorrowedFd<'_>, uid: u32, (rows, cols): (u16, u16)) -> Step<()> {
+    let (master, slave) = crate::pty::alloc::open_pty(rows, cols)?;
+    nix::unistd::fchown(&slave, Some(nix::unistd::Uid::from_raw(uid)), None)
+        .map_err(|e| failed("chown", "the pty slave", e))?;
+    for target in 0..3 {
+        // SAFETY: dup2 onto our own stdio fds; the slave stays open.
+        if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
+            return Err(failed("dup2", "the pty slave", Errno::last()));
+        }
+    }
+    drop(slave);
+    // SAFETY: fd 0 is the slave, open for the rest of this process.
+    crate::pty::alloc::make_controlling(unsafe { BorrowedFd::borrow_raw(0) })
+        .map_err(|e| failed("TIOCSCTTY", "the pty slave", e))?;
+    send_console(sync, &master).map_err(|e| failed("sync", "console", e))
+}
+
+/// `Console` with `master` attached (`SCM_RIGHTS`).
+fn send_console(sync: BorrowedFd<'_>, master: &OwnedFd) -> Result<(), Errno> {
+    use nix::sys::socket::{sendmsg, ControlMessage};
+    let data = serde_json::to_vec(&SyncMessage::Console).map_err(|_| Errno::EINVAL)?;
+    let fds = [master.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [std::io::IoSlice::new(&data)];
+    loop {
+        match sendmsg::<()>(sync.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+            Ok(_) => return Ok(()),
+        }
+    }
+}
+
 /// The plan from fd 3 (closed afterwards).
-fn read_plan() -> Step<InitPlan> {
+fn read_plan<T: serde::de::DeserializeOwned>() -> Step<T> {
     // SAFETY: spawn handed us fd 3 for the plan; nothing else in this
     // process owns it (std never touches fds above 2).
     let fd = unsafe { BorrowedFd::borrow_raw(PLAN_FD) };

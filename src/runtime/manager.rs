@@ -133,6 +133,8 @@ pub struct Runtime {
     starting: Arc<Mutex<std::collections::HashSet<(String, String)>>>,
     logs: Mutex<HashMap<(String, String), Arc<LogSink>>>,
     events: broadcast::Sender<RuntimeEvent>,
+    /// Exec contexts and terminals of running containers.
+    consoles: super::exec::Consoles,
 }
 
 impl Runtime {
@@ -162,6 +164,7 @@ impl Runtime {
             starting: Default::default(),
             logs: Mutex::new(HashMap::new()),
             events: broadcast::channel(1024).0,
+            consoles: Default::default(),
         }))
     }
 
@@ -437,11 +440,12 @@ impl Runtime {
             hostname: pod.name.clone(),
             user: run.user.clone(),
             argv: run.argv.clone(),
-            env: run.env.clone(),
+            env: super::exec::merge_env(&run.env, container.tty, &[]),
             cwd: run.working_dir.clone(),
             masked_paths: DEFAULT_MASKED_PATHS.iter().map(PathBuf::from).collect(),
             readonly_paths: DEFAULT_READONLY_PATHS.iter().map(PathBuf::from).collect(),
             capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+            tty: container.tty,
         };
 
         let cgroup = Arc::new(self.cgroups.create(
@@ -491,6 +495,12 @@ impl Runtime {
                 );
             }
         }
+        self.consoles.started(
+            &plan,
+            pid,
+            started.pty,
+            self.log_sink(&pod.name, &container.name),
+        );
         self.watch(key, pid, started.pidfd, cgroup, true);
         log::info!("{}/{}: started, pid {pid}", pod.name, container.name);
         Ok(Started { pid, started_at })
@@ -588,6 +598,7 @@ impl Runtime {
                 }
                 None
             };
+            this.consoles.exited(&key.0, &key.1, pid, status);
             let dir = this.container_dir(&key.0, &key.1);
             this.torn_down(key, pid, status, cgroup, dir).await;
             let _ = gone_tx.send(true);
@@ -687,6 +698,30 @@ impl Runtime {
             .unwrap_or_else(|e| e.into_inner())
             .get(&(pod.to_owned(), container.to_owned()))
             .map(|l| l.pid)
+    }
+
+    /// What an exec joins: a running container's PID 1 (pid, pidfd) and
+    /// its cgroup.
+    pub fn exec_target(
+        &self,
+        pod: &str,
+        container: &str,
+    ) -> Option<(u32, Arc<OwnedFd>, Arc<ContainerCgroup>)> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(pod.to_owned(), container.to_owned()))
+            .map(|l| (l.pid, Arc::clone(&l.pidfd), Arc::clone(&l.cgroup)))
+    }
+
+    /// Exec contexts and terminals of the running containers.
+    pub fn consoles(&self) -> &super::exec::Consoles {
+        &self.consoles
+    }
+
+    /// The spawner (the tankd binary held since start).
+    pub fn spawner(&self) -> &Spawner {
+        &self.spawner
     }
 
     /// Bind mounts of a container: its volumes, then the pod's etc files.

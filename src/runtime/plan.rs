@@ -70,6 +70,33 @@ pub struct InitPlan {
     /// also effective/permitted/inheritable. Non-root users get none in
     /// effective/permitted.
     pub capabilities: Vec<String>,
+    /// Run the workload on a PTY allocated in the container's own devpts:
+    /// its slave becomes fds 0, 1, 2 and the controlling terminal, its
+    /// master goes to tankd ([`SyncMessage::Console`]).
+    #[serde(default)]
+    pub tty: bool,
+}
+
+/// A process started in a running container (`Exec`): what the exec stage
+/// ([`super::init::exec`]) does once it has joined the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecPlan {
+    /// argv; `argv[0]` is looked up in `PATH` of `env` when it has no `/`.
+    pub argv: Vec<String>,
+    /// `K=V` entries, merged already (the container's, `TERM`, overrides);
+    /// `HOME` is added from the user's passwd entry when missing.
+    pub env: Vec<String>,
+    pub cwd: PathBuf,
+    /// The container's user, resolved in the container's own /etc/passwd.
+    pub user: Option<String>,
+    /// The container's capabilities (as [`InitPlan::capabilities`]).
+    pub capabilities: Vec<String>,
+    /// Allocate a PTY in the container's devpts as the controlling
+    /// terminal; the master goes to tankd ([`SyncMessage::Console`]).
+    pub tty: bool,
+    /// The PTY's initial window size (rows, columns), so that the process
+    /// sees the client's size from its first instruction.
+    pub size: Option<(u16, u16)>,
 }
 
 /// Docker's default capability set.
@@ -122,6 +149,9 @@ pub enum SyncMessage {
     Ready,
     /// tankd → init: placed in its cgroup; go on.
     Go,
+    /// init → tankd, after `Go` and only for a tty plan: the PTY master
+    /// travels with this message (`SCM_RIGHTS`).
+    Console,
     /// init → tankd: a step failed (`mount /var/lib/app: ENOENT`); init
     /// exits after sending it.
     Error(String),

@@ -34,6 +34,13 @@
 //! `SA_NOCLDWAIT`) and never `waitpid(-1)`: either would reap containers
 //! behind the pidfds' back and lose their exit statuses.
 //!
+//! The same machinery starts the exec stage ([`Stage::Exec`], see
+//! [`super::exec`]): no new namespaces (the clone is made from a thread
+//! that joined the container's PID namespace), the container's pidfd as
+//! fd 5, `tankd --tank-exec`. For a tty plan, after `Go` the stage sends
+//! `Console` with the PTY master it opened in the container's devpts
+//! attached (`SCM_RIGHTS`); [`Started::pty`] holds it.
+//!
 //! Exits are observed with [`wait_exit`]: the pidfd becomes readable when
 //! the process exits, then `waitid(P_PIDFD)` reaps it. No SIGCHLD handler,
 //! no polling, no pid reuse races.
@@ -51,7 +58,7 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag, SealFlag};
 use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
-use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use nix::sys::stat::Mode;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -86,6 +93,10 @@ pub struct Stdio {
 pub struct Started {
     pub pid: u32,
     pub pidfd: OwnedFd,
+    /// The master of the PTY the process runs on, allocated by the stage
+    /// in the container's own devpts and passed back on the sync socket
+    /// (`tty` plans only).
+    pub pty: Option<OwnedFd>,
 }
 
 /// How a process ended.
@@ -184,29 +195,49 @@ impl Spawner {
         stdio: Stdio,
         place: impl FnOnce(u32) -> Result<(), String> + Send,
     ) -> Result<Started, SpawnError> {
-        let (prepared, sync) = Prepared::new(&self.exe, plan, stdio)?;
+        let json = serde_json::to_vec(plan).map_err(|e| SpawnError::Host {
+            what: "encoding the init plan",
+            source: e.into(),
+        })?;
+        let (prepared, sync) = Prepared::new(&self.exe, &json, stdio, Stage::Init)?;
         let child = tokio::task::spawn_blocking(move || prepared.clone_child())
             .await
             .map_err(|e| SpawnError::Host {
                 what: "the clone task",
                 source: io::Error::other(e.to_string()),
             })??;
-        match checkpoint(&child, sync, place).await {
-            Ok(()) => Ok(child.into_started()),
-            Err(e) => {
-                child.kill_and_reap().await;
-                Err(e)
-            }
+        finish_start(child, sync, place).await
+    }
+
+    /// The tankd binary, for the other stages ([`super::exec`]).
+    pub(crate) fn exe(&self) -> &OwnedFd {
+        &self.exe
+    }
+}
+
+/// The checkpoint of a freshly cloned child; on failure it is killed and
+/// reaped.
+pub(crate) async fn finish_start(
+    child: Child,
+    sync: OwnedFd,
+    place: impl FnOnce(u32) -> Result<(), String>,
+) -> Result<Started, SpawnError> {
+    match checkpoint(&child, sync, place).await {
+        Ok(pty) => Ok(child.into_started(pty)),
+        Err(e) => {
+            child.kill_and_reap().await;
+            Err(e)
         }
     }
 }
 
-/// The ready checkpoint, from the host side.
+/// The ready checkpoint, from the host side. Returns the PTY master the
+/// stage sent after `Go`, if any.
 async fn checkpoint(
     child: &Child,
     sync: OwnedFd,
     place: impl FnOnce(u32) -> Result<(), String>,
-) -> Result<(), SpawnError> {
+) -> Result<Option<OwnedFd>, SpawnError> {
     fcntl(&sync, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
         .map_err(SpawnError::host("the sync socket"))?;
     let sync = register(sync).map_err(|source| SpawnError::Host {
@@ -214,7 +245,7 @@ async fn checkpoint(
         source,
     })?;
 
-    match recv_message(&sync).await? {
+    match recv_message(&sync).await?.0 {
         Some(SyncMessage::Ready) => {}
         Some(SyncMessage::Error(message)) => return Err(SpawnError::Init(message)),
         Some(other) => {
@@ -239,13 +270,24 @@ async fn checkpoint(
         Err(e) => return Err(SpawnError::host("sending go")(e)),
     }
 
-    match recv_message(&sync).await? {
-        // Close-on-exec closed init's end: the workload runs.
-        None => Ok(()),
-        Some(SyncMessage::Error(message)) => Err(SpawnError::Init(message)),
-        Some(other) => Err(SpawnError::Protocol(format!(
-            "expected the exec, got {other:?}"
-        ))),
+    let mut pty = None;
+    loop {
+        match recv_message(&sync).await? {
+            // Close-on-exec closed the stage's end: the workload runs.
+            (None, _) => return Ok(pty),
+            (Some(SyncMessage::Error(message)), _) => return Err(SpawnError::Init(message)),
+            (Some(SyncMessage::Console), Some(master)) if pty.is_none() => {
+                crate::pty::check_master(&master).map_err(|e| {
+                    SpawnError::Protocol(format!("the console is not a pty master: {e}"))
+                })?;
+                pty = Some(master);
+            }
+            (Some(other), _) => {
+                return Err(SpawnError::Protocol(format!(
+                    "expected the exec, got {other:?}"
+                )))
+            }
+        }
     }
 }
 
@@ -261,16 +303,21 @@ async fn died(child: &Child, when: &'static str) -> SpawnError {
     }
 }
 
-/// One message, or `None` at EOF.
-async fn recv_message(sync: &AsyncFd<OwnedFd>) -> Result<Option<SyncMessage>, SpawnError> {
+/// One message (and the fd passed with it, if any), or `None` at EOF.
+async fn recv_message(
+    sync: &AsyncFd<OwnedFd>,
+) -> Result<(Option<SyncMessage>, Option<OwnedFd>), SpawnError> {
     let mut buf = vec![0u8; MAX_SYNC_MESSAGE];
+    let mut passed = None;
     let n = loop {
         let mut guard = sync.readable().await.map_err(|source| SpawnError::Host {
             what: "waiting on the sync socket",
             source,
         })?;
         let result = guard.try_io(|fd| {
-            recv(fd.get_ref().as_raw_fd(), &mut buf, MsgFlags::MSG_TRUNC).map_err(io::Error::from)
+            let (n, fd) = recv_with_fd(fd.get_ref().as_fd(), &mut buf)?;
+            passed = fd;
+            Ok(n)
         });
         match result {
             Ok(Ok(n)) => break n,
@@ -286,7 +333,7 @@ async fn recv_message(sync: &AsyncFd<OwnedFd>) -> Result<Option<SyncMessage>, Sp
         }
     };
     if n == 0 {
-        return Ok(None);
+        return Ok((None, None));
     }
     if n > buf.len() {
         return Err(SpawnError::Protocol(format!(
@@ -294,8 +341,36 @@ async fn recv_message(sync: &AsyncFd<OwnedFd>) -> Result<Option<SyncMessage>, Sp
         )));
     }
     serde_json::from_slice(&buf[..n])
-        .map(Some)
+        .map(|message| (Some(message), passed))
         .map_err(|e| SpawnError::Protocol(format!("undecodable message: {e}")))
+}
+
+/// `recvmsg` of one packet with room for one passed fd (received
+/// close-on-exec). Returns the packet's full length (`MSG_TRUNC`).
+fn recv_with_fd(sync: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned};
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        sync.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_TRUNC | MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut passed = None;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for fd in fds {
+                // SAFETY: the kernel just installed this descriptor in our
+                // table for this message; nothing else owns it.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                if passed.is_none() {
+                    passed = Some(owned);
+                }
+            }
+        }
+    }
+    Ok((msg.bytes, passed))
 }
 
 /// Waits for the process behind `pidfd` to exit and reaps it: the pidfd
@@ -421,7 +496,7 @@ fn dup_cloexec(fd: BorrowedFd<'_>, min: RawFd) -> Result<OwnedFd, Errno> {
 
 /// A cloned child not yet handed to the caller: killed and reaped when
 /// dropped (a host-side error, or the spawn future dropped).
-struct Child {
+pub(crate) struct Child {
     pid: u32,
     pidfd: Option<OwnedFd>,
 }
@@ -434,11 +509,12 @@ impl Child {
             .expect("pidfd present until the child is consumed")
     }
 
-    fn into_started(mut self) -> Started {
+    fn into_started(mut self, pty: Option<OwnedFd>) -> Started {
         let pidfd = self.pidfd.take().expect("pidfd present");
         Started {
             pid: self.pid,
             pidfd,
+            pty,
         }
     }
 
@@ -491,30 +567,47 @@ struct CloneArgs {
 
 const ARGV0: &CStr = c"tank-init";
 const INIT_ARG_C: &CStr = c"--tank-init";
+const EXEC_ARGV0: &CStr = c"tank-exec";
+const EXEC_ARG_C: &CStr = c"--tank-exec";
+
+/// The most fds a child gets: stdio, plan, sync and one more.
+const MAX_CHILD_FDS: usize = 6;
+
+/// What the clone becomes.
+pub(crate) enum Stage {
+    /// A container's PID 1: new PID, mount, UTS and IPC namespaces, then
+    /// the init stage.
+    Init,
+    /// A process joining the running container whose pidfd becomes the
+    /// child's fd 5: the exec stage ([`super::init::exec`]). The clone
+    /// itself is made in the container's PID namespace
+    /// ([`Prepared::clone_child_in`]).
+    Exec(OwnedFd),
+}
 
 /// Everything the child needs, prepared (allocated, opened) before the
 /// clone. Dropping it closes the parent's copies of the child's fds.
-struct Prepared {
+pub(crate) struct Prepared {
     exe: OwnedFd,
-    /// In the order of the child's fds 0..=4: stdin, stdout, stderr, plan,
-    /// sync. All numbered >= HIGH_FD.
-    fds: [OwnedFd; 5],
+    /// In the order of the child's fds 0..: stdin, stdout, stderr, plan,
+    /// sync (and the container's pidfd for an exec). All numbered >=
+    /// HIGH_FD.
+    fds: Vec<OwnedFd>,
     tty: bool,
+    exec: bool,
 }
 
 impl Prepared {
-    /// Also returns tankd's end of the sync socket.
-    fn new(
+    /// `plan` is the serialized plan of the stage. Also returns tankd's
+    /// end of the sync socket.
+    pub(crate) fn new(
         exe: &OwnedFd,
-        plan: &InitPlan,
+        plan: &[u8],
         stdio: Stdio,
+        stage: Stage,
     ) -> Result<(Prepared, OwnedFd), SpawnError> {
         debug_assert_eq!(INIT_ARG_C.to_bytes(), INIT_ARG.as_bytes());
-        let json = serde_json::to_vec(plan).map_err(|e| SpawnError::Host {
-            what: "encoding the init plan",
-            source: e.into(),
-        })?;
-        let plan_fd = plan_memfd(&json)?;
+        let plan_fd = plan_memfd(plan)?;
         let (ours, theirs) = socketpair(
             AddressFamily::Unix,
             SockType::SeqPacket,
@@ -525,46 +618,69 @@ impl Prepared {
         let high = |fd: &OwnedFd| {
             dup_cloexec(fd.as_fd(), HIGH_FD).map_err(SpawnError::host("duplicating an fd"))
         };
+        let mut fds = vec![
+            high(&stdio.stdin)?,
+            high(&stdio.stdout)?,
+            high(&stdio.stderr)?,
+            high(&plan_fd)?,
+            high(&theirs)?,
+        ];
+        let exec = match stage {
+            Stage::Init => false,
+            Stage::Exec(container) => {
+                fds.push(high(&container)?);
+                true
+            }
+        };
         let prepared = Prepared {
             exe: high(exe)?,
-            fds: [
-                high(&stdio.stdin)?,
-                high(&stdio.stdout)?,
-                high(&stdio.stderr)?,
-                high(&plan_fd)?,
-                high(&theirs)?,
-            ],
+            fds,
             tty: stdio.tty,
+            exec,
         };
         Ok((prepared, ours))
     }
 
+    /// For [`Stage::Exec`]: clone3 (and exec in the child) from a thread
+    /// of its own that first joins the container's PID namespace for its
+    /// children (`setns(pidfd, CLONE_NEWPID)` only changes the calling
+    /// thread's `pid_for_children`; the thread ends right after, so no
+    /// other clone of tankd is affected). Not for a thread that lives on.
+    pub(crate) fn clone_child_in(self, container: &OwnedFd) -> Result<Child, SpawnError> {
+        nix::sched::setns(container, nix::sched::CloneFlags::CLONE_NEWPID)
+            .map_err(SpawnError::host("joining the container's PID namespace"))?;
+        self.clone_child()
+    }
+
     /// Runs on a blocking thread: clone3, and exec in the child.
-    fn clone_child(self) -> Result<Child, SpawnError> {
-        let argv: [*const libc::c_char; 3] =
-            [ARGV0.as_ptr(), INIT_ARG_C.as_ptr(), std::ptr::null()];
+    pub(crate) fn clone_child(self) -> Result<Child, SpawnError> {
+        let (argv0, arg1) = if self.exec {
+            (EXEC_ARGV0, EXEC_ARG_C)
+        } else {
+            (ARGV0, INIT_ARG_C)
+        };
+        let argv: [*const libc::c_char; 3] = [argv0.as_ptr(), arg1.as_ptr(), std::ptr::null()];
         let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-        let fds: [RawFd; 5] = [
-            self.fds[0].as_raw_fd(),
-            self.fds[1].as_raw_fd(),
-            self.fds[2].as_raw_fd(),
-            self.fds[3].as_raw_fd(),
-            self.fds[4].as_raw_fd(),
-        ];
+        let mut fds: [RawFd; MAX_CHILD_FDS] = [-1; MAX_CHILD_FDS];
+        for (slot, fd) in fds.iter_mut().zip(&self.fds) {
+            *slot = fd.as_raw_fd();
+        }
         let child_args = ChildArgs {
             fds,
+            nfds: self.fds.len().min(MAX_CHILD_FDS),
             exe: self.exe.as_raw_fd(),
             tty: self.tty,
             argv: argv.as_ptr(),
             envp: envp.as_ptr(),
         };
         let mut pidfd: libc::c_int = -1;
+        let namespaces = if self.exec {
+            0
+        } else {
+            libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC
+        };
         let args = CloneArgs {
-            flags: (libc::CLONE_NEWPID
-                | libc::CLONE_NEWNS
-                | libc::CLONE_NEWUTS
-                | libc::CLONE_NEWIPC
-                | libc::CLONE_PIDFD) as u64,
+            flags: (namespaces | libc::CLONE_PIDFD) as u64,
             pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
             exit_signal: libc::SIGCHLD as u64,
             ..CloneArgs::default()
@@ -636,7 +752,9 @@ fn plan_memfd(json: &[u8]) -> Result<OwnedFd, SpawnError> {
 
 /// What the child reads, all prepared by the parent.
 struct ChildArgs {
-    fds: [RawFd; 5],
+    /// The first `nfds` become the child's 0, 1, ...
+    fds: [RawFd; MAX_CHILD_FDS],
+    nfds: usize,
     exe: RawFd,
     tty: bool,
     argv: *const *const libc::c_char,
@@ -653,7 +771,7 @@ struct ChildArgs {
 unsafe fn child_after_clone(args: &ChildArgs) -> ! {
     // Every source fd is >= HIGH_FD and every target < HIGH_FD, so no dup2
     // clobbers a source still needed. dup2 clears close-on-exec on the copy.
-    for (target, &src) in (0..).zip(args.fds.iter()) {
+    for (target, &src) in (0..).zip(args.fds.iter().take(args.nfds)) {
         // SAFETY: plain system calls on fds of this process.
         if unsafe { libc::dup2(src, target) } < 0 {
             // SAFETY: _exit is async-signal-safe and never returns.
@@ -673,7 +791,7 @@ unsafe fn child_after_clone(args: &ChildArgs) -> ! {
     // Everything else (the daemon's fds, the >= HIGH_FD copies, the exe)
     // closes at the exec. Failure (an old kernel) is tolerable: the daemon's
     // fds are close-on-exec already.
-    let first: libc::c_uint = 5;
+    let first = args.nfds as libc::c_uint;
     // SAFETY: close_range with the CLOEXEC flag only changes fd flags.
     unsafe {
         libc::syscall(
