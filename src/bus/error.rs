@@ -41,6 +41,15 @@ impl BusError {
         ))))
     }
 
+    /// `org.freedesktop.DBus.Error.InteractiveAuthorizationRequired`: the
+    /// caller could be authorized by authenticating, but its message did not
+    /// allow tankd to ask.
+    pub fn interactive_authorization_required(message: impl Into<String>) -> BusError {
+        BusError::ZBus(zbus::Error::FDO(Box::new(
+            fdo::Error::InteractiveAuthorizationRequired(message.into()),
+        )))
+    }
+
     pub fn pod_not_found(name: &str) -> BusError {
         BusError::NotFound(format!("pod {name:?} not found"))
     }
