@@ -100,7 +100,7 @@ impl Verdict {
             Verdict::NotAuthorized => Err(denied("")),
             Verdict::Challenge if !interactive => {
                 Err(BusError::interactive_authorization_required(format!(
-                    "uid {uid} must authenticate for {action}, and the call does not allow \
+                    "uid {uid} must authenticate for {action}, but the call does not allow \
                      interactive authorization"
                 )))
             }
