@@ -204,7 +204,13 @@ fn tankctl_calls_as_users() {
 
     let err = failed(&tankctl_as(USER_OUT, &bus, &["delete", "web"], None));
     assert!(err.contains("access denied"), "{err}");
-    ok(&tankctl_as(USER_IN, &bus, &["delete", "web"], None));
+    // --wait: the object stays (Terminating) until the teardown ends.
+    ok(&tankctl_as(
+        USER_IN,
+        &bus,
+        &["delete", "web", "--wait"],
+        None,
+    ));
     let ps = ok(&tankd.tankctl(&["ps"]));
     assert_eq!(ps.lines().count(), 1, "{ps}");
 }
