@@ -9,8 +9,11 @@ packages=(
     clang libclang-dev pkg-config g++
     # a private system bus and its tools for the tests (busctl is in systemd)
     dbus-daemon dbus systemd
-    # setpriv (test clients as other users), nsenter, mount
+    # setpriv (test clients as other users), nsenter, unshare, mount
     util-linux mount
+    # authorization: polkitd (with pkttyagent, tankctl's optional agent),
+    # test users (useradd), gdbus (shows D-Bus error names), script (a pty)
+    polkitd passwd libglib2.0-bin bsdutils
     # test topologies (veth uplinks, scratch namespaces)
     iproute2
     # the cgroup tests allocate memory with it

@@ -1,19 +1,36 @@
 //! Authorization of bus callers.
 //!
 //! Owns the decision "may the sender of this message do that?". Root
-//! (uid 0, asked of the bus daemon, never of the message) always may.
-//! Everyone else is denied until polkit is wired in: the policy fails
-//! closed. Methods call [`Authorizer::check`] before doing anything else;
-//! this module never touches the store or the machine.
+//! (uid 0, asked of the bus daemon, never of the message) always may,
+//! without asking polkit. Everyone else goes to polkit's
+//! `CheckAuthorization` with the caller's unique bus name as the subject
+//! (`system-bus-name`), interactive only when the message carries
+//! ALLOW_INTERACTIVE_AUTHORIZATION. The policy fails closed: polkit absent
+//! or failing means "no". Methods call [`Authorizer::check`] before doing
+//! anything else; this module never touches the store or the machine.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::OnceCell;
 use zbus::fdo::DBusProxy;
-use zbus::message::Header;
+use zbus::message::{Flags, Header};
 use zbus::names::BusName;
+use zbus::proxy::CacheProperties;
 use zbus::Connection;
+use zbus_polkit::policykit1::{
+    AuthorityProxy, AuthorizationResult, CheckAuthorizationFlags, Subject,
+};
 
 use super::error::BusError;
+
+/// How long a check that cannot prompt may take before tankd gives up
+/// (the D-Bus default call timeout).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(25);
+/// How long a person gets to answer an authentication prompt.
+const INTERACTIVE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The polkit actions of `polkit/org.tank.policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,34 +59,152 @@ impl fmt::Display for Action {
     }
 }
 
+/// What polkit answered (or that it could not be asked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Authorized,
+    NotAuthorized,
+    /// Authentication would authorize the caller; with interaction allowed
+    /// this means no agent could ask it.
+    Challenge,
+    /// The caller dismissed the authentication dialog.
+    Dismissed,
+    /// polkit is not on the bus, failed, or did not answer in time.
+    Unavailable(String),
+}
+
+impl Verdict {
+    fn of(result: &AuthorizationResult) -> Verdict {
+        if result.is_authorized {
+            Verdict::Authorized
+        } else if result
+            .details
+            .get("polkit.dismissed")
+            .is_some_and(|v| !v.is_empty())
+        {
+            Verdict::Dismissed
+        } else if result.is_challenge {
+            Verdict::Challenge
+        } else {
+            Verdict::NotAuthorized
+        }
+    }
+
+    /// The answer to the caller: Ok, or the D-Bus error naming `action`.
+    fn into_result(self, uid: u32, action: Action, interactive: bool) -> Result<(), BusError> {
+        let denied = |why: &str| {
+            BusError::access_denied(format!("uid {uid} is not authorized for {action}{why}"))
+        };
+        match self {
+            Verdict::Authorized => Ok(()),
+            Verdict::NotAuthorized => Err(denied("")),
+            Verdict::Challenge if !interactive => {
+                Err(BusError::interactive_authorization_required(format!(
+                    "uid {uid} must authenticate for {action}, but the call does not allow \
+                     interactive authorization"
+                )))
+            }
+            Verdict::Challenge => Err(denied(
+                ": authentication is required and no polkit agent is available",
+            )),
+            Verdict::Dismissed => Err(denied(": authentication was dismissed")),
+            Verdict::Unavailable(reason) => {
+                Err(denied(&format!(": polkit is unavailable ({reason})")))
+            }
+        }
+    }
+}
+
 /// Answers authorization questions about the senders of messages.
 #[derive(Clone)]
 pub struct Authorizer {
+    conn: Connection,
     dbus: DBusProxy<'static>,
+    /// Made on first use: tankd starts (and serves root) without polkit.
+    polkit: Arc<OnceCell<AuthorityProxy<'static>>>,
 }
 
 impl Authorizer {
     pub async fn new(conn: &Connection) -> zbus::Result<Authorizer> {
         Ok(Authorizer {
+            conn: conn.clone(),
             dbus: DBusProxy::new(conn).await?,
+            polkit: Arc::new(OnceCell::new()),
         })
     }
 
     /// Ok when the sender of `header` may perform `action`; otherwise
-    /// `org.freedesktop.DBus.Error.AccessDenied`.
+    /// `org.freedesktop.DBus.Error.AccessDenied`, or
+    /// `org.freedesktop.DBus.Error.InteractiveAuthorizationRequired` when
+    /// authenticating would help but the message does not allow asking.
     pub async fn check(&self, header: &Header<'_>, action: Action) -> Result<(), BusError> {
         let uid = self.sender_uid(header).await?;
         if uid == 0 {
             return Ok(());
         }
-        Err(BusError::access_denied(format!(
-            "uid {uid} is not authorized for {action}"
-        )))
+        let interactive = header
+            .primary()
+            .flags()
+            .contains(Flags::AllowInteractiveAuth);
+        let verdict = self.ask_polkit(header, action, interactive).await;
+        match &verdict {
+            Verdict::Authorized => log::debug!("uid {uid}: authorized for {action}"),
+            Verdict::Unavailable(reason) => {
+                log::warn!("uid {uid}: denied {action}: polkit is unavailable ({reason})")
+            }
+            other => log::info!("uid {uid}: denied {action} ({other:?})"),
+        }
+        verdict.into_result(uid, action, interactive)
     }
 
     /// Like [`Authorizer::check`], as a yes/no for reads that only redact.
+    /// Never prompts, whatever the message allows.
     pub async fn allows(&self, header: &Header<'_>, action: Action) -> bool {
-        self.check(header, action).await.is_ok()
+        match self.sender_uid(header).await {
+            Ok(0) => true,
+            Ok(_) => self.ask_polkit(header, action, false).await == Verdict::Authorized,
+            Err(_) => false,
+        }
+    }
+
+    async fn ask_polkit(&self, header: &Header<'_>, action: Action, interactive: bool) -> Verdict {
+        let subject = match Subject::new_for_message_header(header) {
+            Ok(subject) => subject,
+            Err(e) => return Verdict::Unavailable(format!("no subject: {e}")),
+        };
+        let authority = match self.authority().await {
+            Ok(authority) => authority,
+            Err(e) => return Verdict::Unavailable(e.to_string()),
+        };
+        let (flags, timeout) = if interactive {
+            (
+                CheckAuthorizationFlags::AllowUserInteraction.into(),
+                INTERACTIVE_TIMEOUT,
+            )
+        } else {
+            (Default::default(), CHECK_TIMEOUT)
+        };
+        let details = HashMap::new();
+        let call = authority.check_authorization(&subject, action.id(), &details, flags, "");
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(result)) => Verdict::of(&result),
+            Ok(Err(e)) => Verdict::Unavailable(e.to_string()),
+            Err(_) => Verdict::Unavailable(format!("no answer within {}s", timeout.as_secs())),
+        }
+    }
+
+    /// The proxy of polkit's Authority. Building it does not talk to
+    /// polkit (no property cache), so it succeeds whether polkitd runs or
+    /// not; calls go to the well-known name and so reach a restarted polkitd.
+    async fn authority(&self) -> zbus::Result<&AuthorityProxy<'static>> {
+        self.polkit
+            .get_or_try_init(|| async {
+                AuthorityProxy::builder(&self.conn)
+                    .cache_properties(CacheProperties::No)
+                    .build()
+                    .await
+            })
+            .await
     }
 
     async fn sender_uid(&self, header: &Header<'_>) -> Result<u32, BusError> {
@@ -80,5 +215,86 @@ impl Authorizer {
             .get_connection_unix_user(BusName::Unique(sender.to_owned()))
             .await
             .map_err(|e| BusError::access_denied(format!("cannot identify caller: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(authorized: bool, challenge: bool, details: &[(&str, &str)]) -> AuthorizationResult {
+        AuthorizationResult {
+            is_authorized: authorized,
+            is_challenge: challenge,
+            details: details
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The D-Bus error name and message a denial is sent with.
+    fn error_name(r: Result<(), BusError>) -> (String, String) {
+        match r {
+            Err(BusError::ZBus(zbus::Error::FDO(e))) => (
+                zbus::DBusError::name(e.as_ref()).to_string(),
+                zbus::DBusError::description(e.as_ref())
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            other => panic!("not a standard D-Bus error: {other:?}"),
+        }
+    }
+
+    const DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+
+    #[test]
+    fn authorized_passes() {
+        let v = Verdict::of(&result(true, false, &[]));
+        assert_eq!(v, Verdict::Authorized);
+        assert!(v.into_result(1000, Action::ManagePods, false).is_ok());
+    }
+
+    #[test]
+    fn not_authorized_is_access_denied_naming_the_action() {
+        let v = Verdict::of(&result(false, false, &[]));
+        let (name, msg) = error_name(v.into_result(1000, Action::ManageImages, true));
+        assert_eq!(name, DENIED);
+        assert_eq!(msg, "uid 1000 is not authorized for org.tank.images.manage");
+    }
+
+    #[test]
+    fn challenge_without_interaction_asks_for_it() {
+        let v = Verdict::of(&result(false, true, &[]));
+        assert_eq!(v, Verdict::Challenge);
+        let (name, msg) = error_name(v.clone().into_result(7, Action::ExecPods, false));
+        assert_eq!(
+            name,
+            "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
+        );
+        assert!(msg.contains("org.tank.pods.exec"), "{msg}");
+        // Interaction was allowed and polkit still challenges: no agent.
+        let (name, msg) = error_name(v.into_result(7, Action::ExecPods, true));
+        assert_eq!(name, DENIED);
+        assert!(msg.contains("no polkit agent"), "{msg}");
+    }
+
+    #[test]
+    fn dismissed_is_denied() {
+        let v = Verdict::of(&result(false, true, &[("polkit.dismissed", "true")]));
+        let (name, msg) = error_name(v.into_result(7, Action::ManagePods, true));
+        assert_eq!(name, DENIED);
+        assert!(msg.ends_with("authentication was dismissed"), "{msg}");
+    }
+
+    #[test]
+    fn unavailable_fails_closed() {
+        let v = Verdict::Unavailable("ServiceUnknown".into());
+        let (name, msg) = error_name(v.into_result(7, Action::ManagePods, false));
+        assert_eq!(name, DENIED);
+        assert_eq!(
+            msg,
+            "uid 7 is not authorized for org.tank.pods.manage: polkit is unavailable (ServiceUnknown)"
+        );
     }
 }

@@ -4,18 +4,26 @@
 //! (`org.tank.Error.*`, and the standard `org.freedesktop.DBus.Error.*` for
 //! authorization). Every error a method returns goes through here, so a
 //! client always sees a precise name and a one-line message.
+//!
+//! [`zbus::DBusError`] is implemented by hand rather than derived: the
+//! derive sends every standard error under the catch-all name
+//! `org.freedesktop.zbus.Error`, and clients must see
+//! `org.freedesktop.DBus.Error.AccessDenied` itself.
+
+use std::fmt;
 
 use zbus::fdo;
+use zbus::message::{Header, Message};
+use zbus::names::ErrorName;
 
 use crate::spec::SpecError;
 use crate::store::StoreError;
 
 /// A D-Bus error returned by tankd's methods.
-#[derive(Debug, zbus::DBusError)]
-#[zbus(prefix = "org.tank.Error")]
+#[derive(Debug)]
 pub enum BusError {
-    /// Standard errors (`org.freedesktop.DBus.Error.*`) pass through as is.
-    #[zbus(error)]
+    /// Standard errors (`org.freedesktop.DBus.Error.*`) pass through under
+    /// their own names.
     ZBus(zbus::Error),
     /// The spec was rejected; the message names the offending field path.
     InvalidSpec(String),
@@ -42,12 +50,93 @@ pub enum BusError {
     ExecFailed(String),
 }
 
+/// What a zbus error that is not a D-Bus error (I/O, serialization…) is
+/// sent as.
+const FAILED: &str = "org.freedesktop.DBus.Error.Failed";
+
+impl BusError {
+    /// The `org.tank.Error.*` name and the message of tank's own errors.
+    fn tank(&self) -> Option<(&'static str, &str)> {
+        let (name, message) = match self {
+            BusError::ZBus(_) => return None,
+            BusError::InvalidSpec(m) => ("org.tank.Error.InvalidSpec", m),
+            BusError::NotFound(m) => ("org.tank.Error.NotFound", m),
+            BusError::Failed(m) => ("org.tank.Error.Failed", m),
+            BusError::InvalidArgument(m) => ("org.tank.Error.InvalidArgument", m),
+            BusError::InUse(m) => ("org.tank.Error.InUse", m),
+            BusError::ImagePull(m) => ("org.tank.Error.ImagePull", m),
+            BusError::ImportFailed(m) => ("org.tank.Error.ImportFailed", m),
+        };
+        Some((name, message.as_str()))
+    }
+}
+
+impl zbus::DBusError for BusError {
+    fn name(&self) -> ErrorName<'_> {
+        if let Some((name, _)) = self.tank() {
+            return ErrorName::from_static_str_unchecked(name);
+        }
+        match self {
+            BusError::ZBus(zbus::Error::FDO(e)) => e.name(),
+            BusError::ZBus(zbus::Error::MethodError(name, _, _)) => name.inner().clone(),
+            _ => ErrorName::from_static_str_unchecked(FAILED),
+        }
+    }
+
+    fn description(&self) -> Option<&str> {
+        if let Some((_, message)) = self.tank() {
+            return Some(message);
+        }
+        match self {
+            BusError::ZBus(zbus::Error::FDO(e)) => e.description(),
+            BusError::ZBus(zbus::Error::MethodError(_, message, _)) => message.as_deref(),
+            _ => None,
+        }
+    }
+
+    fn create_reply(&self, call: &Header<'_>) -> zbus::Result<Message> {
+        let message = match self.description() {
+            Some(message) => message.to_owned(),
+            None => self.to_string(),
+        };
+        Message::error(call, self.name())?.build(&(message,))
+    }
+}
+
+impl fmt::Display for BusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use zbus::DBusError;
+        match (self, self.description()) {
+            (_, Some(message)) => write!(f, "{}: {message}", self.name()),
+            (BusError::ZBus(e), None) => write!(f, "{e}"),
+            (_, None) => write!(f, "{}", self.name()),
+        }
+    }
+}
+
+impl std::error::Error for BusError {}
+
+impl From<zbus::Error> for BusError {
+    fn from(err: zbus::Error) -> Self {
+        BusError::ZBus(err)
+    }
+}
+
 impl BusError {
     /// `org.freedesktop.DBus.Error.AccessDenied`.
     pub fn access_denied(message: impl Into<String>) -> BusError {
         BusError::ZBus(zbus::Error::FDO(Box::new(fdo::Error::AccessDenied(
             message.into(),
         ))))
+    }
+
+    /// `org.freedesktop.DBus.Error.InteractiveAuthorizationRequired`: the
+    /// caller could be authorized by authenticating, but its message did not
+    /// allow tankd to ask.
+    pub fn interactive_authorization_required(message: impl Into<String>) -> BusError {
+        BusError::ZBus(zbus::Error::FDO(Box::new(
+            fdo::Error::InteractiveAuthorizationRequired(message.into()),
+        )))
     }
 
     pub fn pod_not_found(name: &str) -> BusError {
@@ -71,5 +160,57 @@ impl From<StoreError> for BusError {
 impl From<fdo::Error> for BusError {
     fn from(err: fdo::Error) -> Self {
         BusError::ZBus(zbus::Error::FDO(Box::new(err)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use zbus::DBusError;
+
+    /// The error name and message `err` is sent with, as a reply.
+    fn on_the_wire(err: BusError) -> (String, String) {
+        let call = Message::method_call("/org/tank/Manager", "Apply")
+            .and_then(|b| b.destination(crate::bus::BUS_NAME))
+            .and_then(|b| b.build(&()))
+            .expect("a method call");
+        let reply = err.create_reply(&call.header()).expect("an error reply");
+        let name = reply
+            .header()
+            .error_name()
+            .expect("an error name")
+            .to_string();
+        let message: String = reply.body().deserialize().expect("a message");
+        (name, message)
+    }
+
+    #[test]
+    fn standard_errors_keep_their_names() {
+        assert_eq!(
+            on_the_wire(BusError::access_denied("uid 7 is not authorized")),
+            (
+                "org.freedesktop.DBus.Error.AccessDenied".to_owned(),
+                "uid 7 is not authorized".to_owned()
+            )
+        );
+        assert_eq!(
+            on_the_wire(BusError::interactive_authorization_required("authenticate")).0,
+            "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired"
+        );
+        // Not a D-Bus error at all: a generic failure with zbus's text.
+        let (name, message) = on_the_wire(BusError::ZBus(zbus::Error::InvalidField));
+        assert_eq!(name, FAILED);
+        assert!(!message.is_empty());
+    }
+
+    #[test]
+    fn tank_errors_are_named_under_org_tank_error() {
+        let (name, message) = on_the_wire(BusError::pod_not_found("web"));
+        assert_eq!(name, "org.tank.Error.NotFound");
+        assert_eq!(message, "pod \"web\" not found");
+        assert_eq!(
+            BusError::InvalidSpec("x".into()).to_string(),
+            "org.tank.Error.InvalidSpec: x"
+        );
     }
 }

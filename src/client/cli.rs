@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "tankctl", version, propagate_version = true)]
 pub struct Cli {
+    /// Never ask for a password: calls fail with "interactive
+    /// authentication required" instead of starting a polkit agent. (Asking
+    /// happens only when stdin is a terminal.)
+    #[arg(long, global = true)]
+    pub no_ask_password: bool,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -8,12 +8,17 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::cli::ImageCommand;
 use super::output;
+use super::polkit::Interaction;
 use super::proxy::ManagerProxy;
 use super::ClientError;
 
-pub async fn run(manager: &ManagerProxy<'_>, command: ImageCommand) -> Result<(), ClientError> {
+pub async fn run(
+    manager: &ManagerProxy<'_>,
+    ask: &Interaction,
+    command: ImageCommand,
+) -> Result<(), ClientError> {
     match command {
-        ImageCommand::Pull { reference } => pull(manager, &reference).await,
+        ImageCommand::Pull { reference } => pull(manager, ask, &reference).await,
         ImageCommand::Ls => {
             let rows: Vec<Vec<String>> = manager
                 .list_images()
@@ -36,12 +41,14 @@ pub async fn run(manager: &ManagerProxy<'_>, command: ImageCommand) -> Result<()
             Ok(())
         }
         ImageCommand::Rm { reference } => {
-            manager.remove_image(&reference).await?;
+            ask.call::<_, ()>(manager.inner(), "RemoveImage", &(reference.as_str(),))
+                .await?;
             println!("image {reference} removed");
             Ok(())
         }
         ImageCommand::Prune => {
-            let (removed, bytes) = manager.prune_images().await?;
+            let (removed, bytes): (Vec<String>, u64) =
+                ask.call(manager.inner(), "PruneImages", &()).await?;
             for reference in &removed {
                 println!("removed {reference}");
             }
@@ -52,11 +59,15 @@ pub async fn run(manager: &ManagerProxy<'_>, command: ImageCommand) -> Result<()
             );
             Ok(())
         }
-        ImageCommand::Import { file } => import(manager, &file).await,
+        ImageCommand::Import { file } => import(manager, ask, &file).await,
     }
 }
 
-async fn pull(manager: &ManagerProxy<'_>, reference: &str) -> Result<(), ClientError> {
+async fn pull(
+    manager: &ManagerProxy<'_>,
+    ask: &Interaction,
+    reference: &str,
+) -> Result<(), ClientError> {
     // Subscribe before calling so no progress signal is missed.
     let mut signals = manager.receive_pull_progress().await?;
     let wanted = crate::image::reference::normalize(reference).ok();
@@ -65,7 +76,8 @@ async fn pull(manager: &ManagerProxy<'_>, reference: &str) -> Result<(), ClientE
         .expect("a valid template")
         .progress_chars("=> ");
     let mut layers: HashMap<String, ProgressBar> = HashMap::new();
-    let call = manager.pull_image(reference);
+    let args = (reference,);
+    let call = ask.call::<_, (String, String)>(manager.inner(), "PullImage", &args);
     tokio::pin!(call);
     let result = loop {
         tokio::select! {
@@ -94,16 +106,28 @@ async fn pull(manager: &ManagerProxy<'_>, reference: &str) -> Result<(), ClientE
     Ok(())
 }
 
-async fn import(manager: &ManagerProxy<'_>, file: &Path) -> Result<(), ClientError> {
+async fn import(
+    manager: &ManagerProxy<'_>,
+    ask: &Interaction,
+    file: &Path,
+) -> Result<(), ClientError> {
     use std::os::fd::AsFd;
-    let references = if file == Path::new("-") {
-        let stdin = std::io::stdin();
-        manager.import_image(stdin.as_fd().into()).await?
+    let (stdin, opened);
+    let archive = if file == Path::new("-") {
+        stdin = std::io::stdin();
+        stdin.as_fd()
     } else {
-        let archive = std::fs::File::open(file)
+        opened = std::fs::File::open(file)
             .map_err(|e| ClientError::Input(format!("cannot open {}: {e}", file.display())))?;
-        manager.import_image(archive.as_fd().into()).await?
+        opened.as_fd()
     };
+    let references: Vec<String> = ask
+        .call(
+            manager.inner(),
+            "ImportImage",
+            &(zbus::zvariant::Fd::from(archive),),
+        )
+        .await?;
     for reference in references {
         println!("imported {reference}");
     }

@@ -9,6 +9,7 @@ pub mod exec;
 pub mod images;
 pub mod input;
 pub mod output;
+pub mod polkit;
 pub mod proxy;
 pub mod terminal;
 
@@ -21,6 +22,7 @@ use zbus::Connection;
 
 use crate::bus::{BUS_NAME, ROOT_PATH};
 use cli::{Cli, Command, Format};
+use polkit::Interaction;
 use proxy::{ManagerProxy, PodProxy};
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,10 @@ pub fn describe(err: &zbus::Error) -> String {
         | "org.tank.Error.InvalidArgument" => message.to_owned(),
         "org.tank.Error.ImportFailed" => format!("import failed: {message}"),
         "org.freedesktop.DBus.Error.AccessDenied" => format!("access denied: {message}"),
+        "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired" => format!(
+            "interactive authentication required: {message} (run tankctl on a terminal, \
+             without --no-ask-password)"
+        ),
         "org.freedesktop.DBus.Error.ServiceUnknown"
         | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
             format!("tankd is not running ({BUS_NAME} is not on the system bus)")
@@ -88,6 +94,8 @@ pub fn describe(err: &zbus::Error) -> String {
 pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     let conn = Connection::system().await.map_err(ClientError::Connect)?;
     let manager = ManagerProxy::new(&conn).await?;
+    // The calls tankd authorizes may prompt for a password.
+    let ask = Interaction::detect(!cli.no_ask_password);
     match cli.command {
         Command::Apply {
             file,
@@ -95,7 +103,9 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             timeout,
         } => {
             let document = input::read_document(&file)?;
-            let path = manager.apply(&document).await?;
+            let path: zbus::zvariant::OwnedObjectPath = ask
+                .call(manager.inner(), "Apply", &(document.as_str(),))
+                .await?;
             let pod = PodProxy::builder(&conn).path(path)?.build().await?;
             let (name, generation) = (pod.name().await?, pod.generation().await?);
             println!("pod/{name} applied (generation {generation})");
@@ -144,13 +154,13 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             timeout,
         } => {
             if wait {
-                wait_deleted(&conn, &manager, &name, Duration::from_secs(timeout)).await?;
+                wait_deleted(&conn, &manager, &ask, &name, Duration::from_secs(timeout)).await?;
             } else {
-                manager.delete(&name).await?;
+                delete(&manager, &ask, &name).await?;
             }
             println!("pod/{name} deleted");
         }
-        Command::Image(command) => images::run(&manager, command).await?,
+        Command::Image(command) => images::run(&manager, &ask, command).await?,
         Command::Logs {
             pod,
             container,
@@ -158,7 +168,13 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             tail,
             timestamps,
         } => {
-            let fd = manager.logs(&pod, &container, follow, tail).await?;
+            let fd: zbus::zvariant::OwnedFd = ask
+                .call(
+                    manager.inner(),
+                    "Logs",
+                    &(pod.as_str(), container.as_str(), follow, tail),
+                )
+                .await?;
             let fd: std::os::fd::OwnedFd = fd.into();
             tokio::task::spawn_blocking(move || print_log(fd, timestamps))
                 .await
@@ -180,7 +196,8 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
                     "{volume:?}: name a volume as POD/VOLUME"
                 )));
             };
-            manager.remove_volume(pod, name).await?;
+            ask.call::<_, ()>(manager.inner(), "RemoveVolume", &(pod, name))
+                .await?;
             println!("volume {volume} removed");
         }
         Command::Exec(args) => return exec::exec(&manager, args).await,
@@ -234,12 +251,18 @@ async fn wait_converged(
     Ok(status)
 }
 
+/// Removes pod `name` from desired state.
+async fn delete(manager: &ManagerProxy<'_>, ask: &Interaction, name: &str) -> zbus::Result<()> {
+    ask.call(manager.inner(), "Delete", &(name,)).await
+}
+
 /// Deletes `name` and waits for its object to go: tankd keeps it, in phase
 /// Terminating, until the teardown ends. The ObjectManager's
 /// InterfacesRemoved wakes it; no polling.
 async fn wait_deleted(
     conn: &Connection,
     manager: &ManagerProxy<'_>,
+    ask: &Interaction,
     name: &str,
     timeout: Duration,
 ) -> Result<(), ClientError> {
@@ -251,7 +274,7 @@ async fn wait_deleted(
         .await?;
     // Subscribed before the call: the removal cannot slip past.
     let mut removed = objects.receive_interfaces_removed().await?;
-    manager.delete(name).await?;
+    delete(manager, ask, name).await?;
     let path = crate::bus::path::pod_path(name);
     let exported = || async {
         let pods = manager.list_pods().await?;

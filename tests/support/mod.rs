@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod images;
+pub mod polkit;
 pub mod registry;
 
 use std::io::{BufRead, BufReader};
