@@ -71,6 +71,16 @@ fn mutating_methods() -> Vec<(&'static str, Vec<String>, &'static str)> {
             vec![quoted("nosuch"), quoted(""), "false".into(), "0".into()],
             "org.tank.pods.exec",
         ),
+        (
+            "Exec",
+            vec![quoted("nosuch"), quoted(""), "['true']".into(), "{}".into()],
+            "org.tank.pods.exec",
+        ),
+        (
+            "Attach",
+            vec![quoted("nosuch"), quoted("")],
+            "org.tank.pods.exec",
+        ),
     ]
 }
 

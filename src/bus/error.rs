@@ -66,6 +66,10 @@ impl BusError {
             BusError::InUse(m) => ("org.tank.Error.InUse", m),
             BusError::ImagePull(m) => ("org.tank.Error.ImagePull", m),
             BusError::ImportFailed(m) => ("org.tank.Error.ImportFailed", m),
+            BusError::NotRunning(m) => ("org.tank.Error.NotRunning", m),
+            BusError::NotATty(m) => ("org.tank.Error.NotATty", m),
+            BusError::Busy(m) => ("org.tank.Error.Busy", m),
+            BusError::ExecFailed(m) => ("org.tank.Error.ExecFailed", m),
         };
         Some((name, message.as_str()))
     }

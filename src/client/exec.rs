@@ -14,12 +14,17 @@ use std::os::fd::{AsFd, OwnedFd};
 use zbus::zvariant::{Fd, Value};
 
 use super::cli::ExecArgs;
+use super::polkit::Interaction;
 use super::proxy::ManagerProxy;
 use super::terminal::{self, DetachKeys, Outcome, RawMode};
 use super::ClientError;
 
 /// `tankctl exec`: returns tankctl's exit status.
-pub async fn exec(manager: &ManagerProxy<'_>, args: ExecArgs) -> Result<u8, ClientError> {
+pub async fn exec(
+    manager: &ManagerProxy<'_>,
+    ask: &Interaction,
+    args: ExecArgs,
+) -> Result<u8, ClientError> {
     let keys = DetachKeys::parse(&args.detach_keys).map_err(ClientError::Input)?;
     let dup = |fd: std::os::fd::BorrowedFd<'_>| {
         fd.try_clone_to_owned()
@@ -55,8 +60,17 @@ pub async fn exec(manager: &ManagerProxy<'_>, args: ExecArgs) -> Result<u8, Clie
     if let Some(cwd) = &args.cwd {
         opts.insert("cwd", Value::from(cwd.as_str()));
     }
-    let reply = manager
-        .exec(&args.pod, &args.container, &args.command, opts)
+    let reply: zbus::Result<(zbus::zvariant::OwnedFd, zbus::zvariant::OwnedFd)> = ask
+        .call(
+            manager.inner(),
+            "Exec",
+            &(
+                args.pod.as_str(),
+                args.container.as_str(),
+                &args.command,
+                opts,
+            ),
+        )
         .await;
     drop(passed);
     let (pty, status) = match reply {
@@ -86,12 +100,15 @@ pub async fn exec(manager: &ManagerProxy<'_>, args: ExecArgs) -> Result<u8, Clie
 /// `tankctl attach`.
 pub async fn attach(
     manager: &ManagerProxy<'_>,
+    ask: &Interaction,
     pod: &str,
     container: &str,
     detach_keys: &str,
 ) -> Result<u8, ClientError> {
     let keys = DetachKeys::parse(detach_keys).map_err(ClientError::Input)?;
-    let (pty, status) = manager.attach(pod, container).await?;
+    let (pty, status): (zbus::zvariant::OwnedFd, zbus::zvariant::OwnedFd) = ask
+        .call(manager.inner(), "Attach", &(pod, container))
+        .await?;
     let outcome = session(pty.into(), status.into(), true, &keys).await?;
     Ok(finish(outcome))
 }

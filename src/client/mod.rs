@@ -200,12 +200,12 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
                 .await?;
             println!("volume {volume} removed");
         }
-        Command::Exec(args) => return exec::exec(&manager, args).await,
+        Command::Exec(args) => return exec::exec(&manager, &ask, args).await,
         Command::Attach {
             pod,
             container,
             detach_keys,
-        } => return exec::attach(&manager, &pod, &container, &detach_keys).await,
+        } => return exec::attach(&manager, &ask, &pod, &container, &detach_keys).await,
     }
     Ok(0)
 }
