@@ -94,11 +94,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .expect("image store open task panicked")?;
 
     let host: Arc<dyn crate::net::host::Host> = Arc::from(config.host.build(None));
+    let mut cgroups = config.cgroups.clone();
+    cgroups.v2_base = match crate::runtime::cgroup::scope::prepare().await {
+        Ok(scope) => scope,
+        Err(e) => {
+            log::warn!("pods stay in tankd's own cgroup (a restart of tankd may fail): {e}");
+            None
+        }
+    };
     let runtime = Runtime::new(
         RuntimeConfig {
             data_dir: config.data_dir.clone(),
             run_dir: config.run_dir.clone(),
-            cgroups: config.cgroups.clone(),
+            cgroups,
             log_max_bytes: config.logs.max_bytes,
         },
         host,

@@ -48,6 +48,7 @@ impl Root {
         );
         let cgroups = Cgroups::detect(&CgroupConfig {
             v1_root: name.clone(),
+            ..CgroupConfig::default()
         })
         .expect("detect");
         assert!(!cgroups.is_v2(), "this machine is hybrid: v1 expected");
@@ -204,9 +205,12 @@ fn config_defaults_and_validation() {
     let c: CgroupConfig = toml::from_str("v1_root = \"tank/prod\"").unwrap();
     assert_eq!(c.v1_root, "tank/prod");
     assert!(toml::from_str::<CgroupConfig>("v2_root = \"x\"").is_err());
+    // Found at start, never configured.
+    assert!(toml::from_str::<CgroupConfig>("v2_base = \"x\"").is_err());
     for bad in ["", "/tank", "../tank", "tank/../x"] {
         let err = Cgroups::detect(&CgroupConfig {
             v1_root: bad.into(),
+            ..CgroupConfig::default()
         })
         .unwrap_err();
         assert!(matches!(err, CgroupError::Config(_)), "{bad:?}: {err}");

@@ -6,6 +6,18 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Like any Unix filter: a reader that goes away (`tankctl ps | head`)
+    // ends tankctl quietly, instead of a panic in println!.
+    // SAFETY: signal(2) with SIG_DFL at the start of main, before any other
+    // thread exists; no handler function is involved.
+    if let Err(e) = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    } {
+        eprintln!("tankctl: cannot reset SIGPIPE: {e}");
+    }
     let cli = tank::client::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -30,6 +30,14 @@ fn main() -> ExitCode {
     {
         tank::runtime::init::exec::main();
     }
+    // The process that keeps the pods' systemd scope alive.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(
+            tank::runtime::cgroup::scope::PAUSE_ARG,
+        ))
+    {
+        tank::runtime::cgroup::scope::pause();
+    }
     let args = Args::parse();
     tank::daemon::init_logging();
     let config = match tank::config::Config::load(args.config.as_deref()) {

@@ -4,15 +4,16 @@
 //! Two modes, chosen by [`Cgroups::detect`]:
 //!
 //! - **cgroup v2** (`/sys/fs/cgroup` is cgroup2; real hosts, systemd with
-//!   `Delegate=yes`): the root is tankd's own cgroup (`0::/…` in
-//!   `/proc/self/cgroup`; its parent if tankd already runs in `supervisor`).
-//!   Because of the no-internal-processes rule tankd moves every process of
-//!   that cgroup into a `supervisor` leaf, then enables memory, pids and cpu
-//!   (those in `cgroup.controllers`) in the `cgroup.subtree_control` of its
-//!   cgroup, of `pods` and of each `pods/<pod>`. Under systemd, a restart puts
-//!   the new tankd back into the unit's cgroup, which has controllers enabled
-//!   and live children by then: the unit needs `DelegateSubgroup=supervisor`
-//!   (systemd ≥ 254) so systemd starts it in the leaf directly.
+//!   `Delegate=yes`): the root is the delegated scope `<unit>-pods.scope`
+//!   that [`scope::prepare`] makes beside tankd's service under systemd (so
+//!   tankd's service cgroup never enables a controller and a restart of it
+//!   works on every systemd version); elsewhere tankd's own cgroup (`0::/…`
+//!   in `/proc/self/cgroup`; its parent if tankd already runs in
+//!   `supervisor`). Because of the no-internal-processes rule every process
+//!   of the root (the scope's pause process, or tankd) is moved into a
+//!   `supervisor` leaf, then memory, pids and cpu (those in
+//!   `cgroup.controllers`) are enabled in the `cgroup.subtree_control` of
+//!   the root, of `pods` and of each `pods/<pod>`.
 //! - **cgroup v1 / hybrid** (this development machine): the root is
 //!   `<v1_root>` (configurable, default `tank`) at the top of the memory,
 //!   pids, cpu, cpuacct and freezer hierarchies; a container joins all five.
@@ -47,6 +48,7 @@
 
 mod container;
 mod parse;
+pub mod scope;
 
 pub use container::ContainerCgroup;
 
@@ -81,12 +83,18 @@ pub struct CgroupConfig {
     /// v1/hybrid hosts: the cgroup name under every v1 hierarchy that holds
     /// tank's pods (default "tank"). A relative path; unused on cgroup v2.
     pub v1_root: String,
+    /// cgroup v2: the pods' delegated cgroup (relative to the cgroup2
+    /// mount) when it is not tankd's own — the systemd scope of
+    /// [`scope::prepare`]. Not configurable: found at start.
+    #[serde(skip)]
+    pub v2_base: Option<PathBuf>,
 }
 
 impl Default for CgroupConfig {
     fn default() -> Self {
         CgroupConfig {
             v1_root: "tank".into(),
+            v2_base: None,
         }
     }
 }
@@ -270,7 +278,7 @@ impl Cgroups {
     pub fn detect(config: &CgroupConfig) -> Result<Cgroups> {
         parse::check_v1_root(&config.v1_root).map_err(CgroupError::Config)?;
         let mode = if hierarchies::is_cgroup2_unified_mode() {
-            Self::detect_v2()?
+            Self::detect_v2(config.v2_base.as_deref())?
         } else {
             Self::detect_v1(&config.v1_root)?
         };
@@ -310,13 +318,19 @@ impl Cgroups {
         })
     }
 
-    fn detect_v2() -> Result<Mode> {
-        let proc_cgroup = read(Path::new("/proc/self/cgroup"))?;
-        let own = parse::unified_path(&proc_cgroup).ok_or_else(|| {
-            CgroupError::Setup("no cgroup v2 entry (0::) in /proc/self/cgroup".into())
-        })?;
-        let base_rel =
-            PathBuf::from(parse::delegated_base(own, SUPERVISOR).map_err(CgroupError::Setup)?);
+    /// `scope`: the pods' own delegated cgroup (under systemd); else
+    /// tankd's own cgroup.
+    fn detect_v2(scope: Option<&Path>) -> Result<Mode> {
+        let base_rel = match scope {
+            Some(scope) => scope.to_path_buf(),
+            None => {
+                let proc_cgroup = read(Path::new("/proc/self/cgroup"))?;
+                let own = parse::unified_path(&proc_cgroup).ok_or_else(|| {
+                    CgroupError::Setup("no cgroup v2 entry (0::) in /proc/self/cgroup".into())
+                })?;
+                PathBuf::from(parse::delegated_base(own, SUPERVISOR).map_err(CgroupError::Setup)?)
+            }
+        };
         let base = Path::new(hierarchies::UNIFIED_MOUNTPOINT).join(&base_rel);
         // The real root cgroup has no cgroup.type and may hold processes
         // beside enabled controllers: nothing (of other programs) is moved.

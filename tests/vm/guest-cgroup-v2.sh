@@ -28,8 +28,13 @@ check "systemctl start tankd (Type=notify: READY=1)" systemctl start tankd
 systemctl show -p ActiveState,SubState,StatusText,ControlGroup tankd | sed 's/^/    /'
 main=$(systemctl show -p MainPID --value tankd)
 cg=$(systemctl show -p ControlGroup --value tankd)
-check "tankd moved itself to the supervisor leaf" grep -qx "0::$cg/supervisor" "/proc/$main/cgroup"
-base=/sys/fs/cgroup$cg
+check "tankd stays in its service's cgroup" grep -qx "0::$cg" "/proc/$main/cgroup"
+check "which enables no controller (systemd can start a new tankd there)" \
+    test -z "$(cat "/sys/fs/cgroup$cg/cgroup.subtree_control")"
+# The pods' delegated scope beside it, kept alive by tankd's pause process.
+base=/sys/fs/cgroup/system.slice/tankd-pods.scope
+check "tankd-pods.scope is delegated" sh -c "systemctl show -p Delegate --value tankd-pods.scope | grep -q yes"
+check "its pause process sits in the supervisor leaf" test -n "$(cat "$base/supervisor/cgroup.procs")"
 echo "    $base/cgroup.subtree_control: $(cat "$base/cgroup.subtree_control")"
 check "controllers enabled for pods" grep -q memory "$base/pods/cgroup.subtree_control"
 
@@ -64,7 +69,7 @@ EOT
 check "apply a pod over its memory limit" tankctl apply -f /tmp/oom.json
 check "OOMKilled from memory.events" wait_for oom '"OOMKilled"'
 
-check "delete" tankctl delete limited
+check "delete --wait" tankctl delete --wait limited
 for _ in $(seq 100); do [ -d "$ccg" ] || break; sleep 0.2; done
 check "its cgroup is gone" test ! -d "$base/pods/limited"
 check "its process is gone" test ! -d "/proc/$pid"

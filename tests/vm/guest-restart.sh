@@ -1,0 +1,89 @@
+#!/bin/bash
+# Guest side of tests/vm/run.sh: a crash-only tankd under real systemd 252
+# on cgroup v2. Containers with limits live in the delegated scope
+# tankd-pods.scope; `systemctl restart`, a stop and start, and kill -9 of
+# tankd (Restart=on-failure) all bring up a new tankd that adopts them: same
+# PIDs, no restart counted. WATCHDOG=1 comes from the loop.
+# Exit status = number of failed checks.
+set -u
+H=${VMRUN_SHARED:-/mnt/host}
+fails=0
+ok()  { echo "  [ok]   $*"; }
+bad() { echo "  [FAIL] $*"; fails=$((fails+1)); }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+
+install -m 0755 "$H/tankd" "$H/tankctl" /usr/bin/
+install -m 0644 "$H/org.tank.Manager.conf" /etc/dbus-1/system.d/org.tank.Manager.conf
+busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig
+install -m 0644 "$H/tankd.service" /etc/systemd/system/tankd.service
+systemctl daemon-reload
+
+R=/var/lib/tank-vm/rootfs
+mkdir -p "$R/bin" "$R/etc" "$R/tmp"
+install -m 0755 "$H/busybox" "$R/bin/busybox"
+for a in sh sleep cat echo true; do ln -sf busybox "$R/bin/$a"; done
+echo 'root:x:0:0:root:/root:/bin/sh' > "$R/etc/passwd"
+echo 'root:x:0:' > "$R/etc/group"
+
+wait_for() {  # wait_for POD GREP
+    for _ in $(seq 300); do
+        tankctl get "$1" -o json 2>/dev/null | grep -q "$2" && return 0
+        sleep 0.2
+    done
+    tankctl get "$1" -o json; return 1
+}
+pid_of() { tankctl get "$1" -o json | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' | head -1; }
+restarts_of() { tankctl get "$1" -o json | sed -n 's/.*"restart_count": *\([0-9]*\).*/\1/p' | head -1; }
+active() {
+    for _ in $(seq 100); do
+        [ "$(systemctl is-active tankd)" = active ] && return 0
+        sleep 0.2
+    done
+    systemctl status tankd --no-pager; return 1
+}
+
+check "systemctl start tankd" systemctl start tankd
+cat > /tmp/web.json <<EOT
+{"name": "web", "containers": [{"name": "main", "image": {"rootfs": "$R"},
+  "command": ["/bin/sh", "-c", "while true; do echo tick; sleep 1; done"],
+  "limits": {"memory": 67108864, "pids": 20}}]}
+EOT
+check "apply a pod with limits" tankctl apply -f /tmp/web.json
+check "it runs" wait_for web '"running"'
+pid=$(pid_of web)
+svc=$(systemctl show -p ControlGroup --value tankd)
+scope=/sys/fs/cgroup/system.slice/tankd-pods.scope
+check "the container is in the delegated scope, not in tankd's cgroup" \
+    grep -qx "0::/system.slice/tankd-pods.scope/pods/web/main" "/proc/$pid/cgroup"
+check "memory.max = 64 MiB in the scope" grep -qx 67108864 "$scope/pods/web/main/memory.max"
+check "tankd's own cgroup enables no controller" test -z "$(cat "/sys/fs/cgroup$svc/cgroup.subtree_control")"
+systemctl status tankd-pods.scope --no-pager | sed 's/^/    /' | head -8
+
+same_pod() {  # the container survived the daemon's restart, nothing counted
+    active || return 1
+    wait_for web '"running"' || return 1
+    [ "$(pid_of web)" = "$pid" ] && [ "$(restarts_of web)" = 0 ] && [ -d "/proc/$pid" ]
+}
+check "systemctl restart tankd: adopted (same pid, no restart)" \
+    sh -c "systemctl restart tankd && $(declare -f active wait_for pid_of restarts_of same_pod); pid=$pid; same_pod"
+main=$(systemctl show -p MainPID --value tankd)
+kill -9 "$main"
+check "kill -9 of tankd: systemd restarts it, the container is adopted" \
+    sh -c "sleep 1; $(declare -f active wait_for pid_of restarts_of same_pod); pid=$pid; same_pod"
+check "a new tankd process" test "$(systemctl show -p MainPID --value tankd)" != "$main"
+systemctl stop tankd
+check "systemctl stop tankd leaves the container running" test -d "/proc/$pid"
+check "systemctl start tankd adopts it again" \
+    sh -c "systemctl start tankd && $(declare -f active wait_for pid_of restarts_of same_pod); pid=$pid; same_pod"
+check "the container's output still reaches its log" sh -c "tankctl logs web | tail -1 | grep -q tick"
+check "WatchdogSec is set" sh -c "systemctl show -p WatchdogUSec --value tankd | grep -q 30s"
+before=$(systemctl show -p WatchdogTimestampMonotonic --value tankd)
+sleep 17
+after=$(systemctl show -p WatchdogTimestampMonotonic --value tankd)
+check "WATCHDOG=1 from the loop (timestamp $before -> $after)" test "$after" != "$before"
+check "an adopted container killed from outside is restarted" sh -c "kill -9 $pid; sleep 2; tankctl get web -o json | grep -q '\"restart_count\": 1'"
+check "delete tears it down" tankctl delete --wait web
+check "its cgroup is gone" test ! -d "$scope/pods/web"
+systemctl stop tankd
+echo "guest: $fails failed"
+exit "$fails"
