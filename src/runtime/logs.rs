@@ -1,4 +1,5 @@
-//! Container output: the stdout/stderr of non-tty containers drained into
+//! Container output: the stdout/stderr of containers (and what `tty: true`
+//! containers print while nobody is attached) drained into
 //! size-capped per-container log files (CRI format: `<RFC 3339 time>
 //! <stream> <F|P> <text>`), copied to the journal with pod and container
 //! fields when tankd logs there, and streamed to followers.
@@ -14,13 +15,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::io::AsyncReadExt;
 use tokio::sync::broadcast;
 
 /// Default cap of one log file; one rotated file is kept besides it.
 pub const DEFAULT_MAX_BYTES: u64 = 10 << 20;
 /// Longer lines are split into partial (`P`) records.
 const MAX_LINE: usize = 16 << 10;
+/// How much of a container's output is read at a time.
+const READ_CHUNK: usize = 16 << 10;
 
 /// Which stream a record came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +43,6 @@ impl Stream {
 /// Where one container's output goes.
 pub struct LogSink {
     inner: Mutex<SinkFile>,
-    followers: broadcast::Sender<Arc<str>>,
     journal: Option<systemd_journal_logger::JournalLog>,
 }
 
@@ -50,6 +51,9 @@ struct SinkFile {
     file: File,
     size: u64,
     max: u64,
+    /// Made when the first follower comes (most containers never have
+    /// one: its ring of slots is not paid for by every container).
+    followers: Option<broadcast::Sender<Arc<str>>>,
 }
 
 impl LogSink {
@@ -79,8 +83,8 @@ impl LogSink {
                 file,
                 size,
                 max,
+                followers: None,
             }),
-            followers: broadcast::channel(1024).0,
             journal,
         }))
     }
@@ -102,7 +106,12 @@ impl LogSink {
             if sink.file.write_all(record.as_bytes()).is_ok() {
                 sink.size += record.len() as u64;
             }
-            let _ = self.followers.send(Arc::from(record.as_str()));
+            if let Some(followers) = &sink.followers {
+                if followers.send(Arc::from(record.as_str())).is_err() {
+                    // Every follower went away.
+                    sink.followers = None;
+                }
+            }
         }
         if let Some(journal) = &self.journal {
             let level = match stream {
@@ -121,8 +130,15 @@ impl LogSink {
     /// The last `tail` records (0 = all) and, atomically with it, a
     /// subscription to every later record.
     pub fn snapshot(&self, tail: usize) -> (Vec<String>, broadcast::Receiver<Arc<str>>) {
-        let sink = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let receiver = self.followers.subscribe();
+        let mut sink = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let receiver = match &sink.followers {
+            Some(followers) => followers.subscribe(),
+            None => {
+                let (sender, receiver) = broadcast::channel(1024);
+                sink.followers = Some(sender);
+                receiver
+            }
+        };
         (read_records(&sink.path, tail), receiver)
     }
 }
@@ -167,34 +183,46 @@ pub fn read_records(path: &Path, tail: usize) -> Vec<String> {
     records
 }
 
-/// Drains `fd` (a pipe of the container's `stream`) into `sink` until the
-/// writer side is closed (the container and everything it started exited).
+/// Drains `fd` (a pipe or FIFO of the container's `stream`) into `sink`
+/// until the writer side is closed (the container and everything it
+/// started exited). A quiet container costs no buffer: one is allocated
+/// only while there is output to read.
 pub async fn drain(fd: OwnedFd, stream: Stream, sink: Arc<LogSink>) {
     let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
         log::error!("cannot watch a container output pipe");
         return;
     };
-    let mut pipe = pipe;
-    let mut buf = vec![0u8; 64 << 10];
     let mut line: Vec<u8> = Vec::new();
-    loop {
-        let n = match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        for chunk in buf[..n].split_inclusive(|b| *b == b'\n') {
-            if chunk.last() == Some(&b'\n') {
-                line.extend_from_slice(&chunk[..chunk.len() - 1]);
-                sink.write(stream, &line, false);
-                line.clear();
-            } else {
-                line.extend_from_slice(chunk);
-                while line.len() >= MAX_LINE {
-                    let rest = line.split_off(MAX_LINE);
-                    sink.write(stream, &line, true);
-                    line = rest;
+    'wakeups: loop {
+        if pipe.readable().await.is_err() {
+            break;
+        }
+        let mut buf = vec![0u8; READ_CHUNK];
+        loop {
+            let n = match pipe.try_read(&mut buf) {
+                Ok(0) => break 'wakeups,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break 'wakeups,
+            };
+            for chunk in buf[..n].split_inclusive(|b| *b == b'\n') {
+                if chunk.last() == Some(&b'\n') {
+                    line.extend_from_slice(&chunk[..chunk.len() - 1]);
+                    sink.write(stream, &line, false);
+                    line.clear();
+                } else {
+                    line.extend_from_slice(chunk);
+                    while line.len() >= MAX_LINE {
+                        let rest = line.split_off(MAX_LINE);
+                        sink.write(stream, &line, true);
+                        line = rest;
+                    }
                 }
             }
+        }
+        if line.is_empty() && line.capacity() > READ_CHUNK {
+            line = Vec::new();
         }
     }
     if !line.is_empty() {
