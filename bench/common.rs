@@ -55,3 +55,19 @@ pub fn podman_registries_conf(dir: &Path, registry: &str) -> PathBuf {
     .unwrap();
     path
 }
+
+/// A proxy of tankd's `org.tank.Manager` on `conn`, without property
+/// caching (a benchmark measures calls, not a cache).
+pub async fn manager_proxy(conn: &zbus::Connection) -> zbus::Proxy<'static> {
+    zbus::proxy::Builder::<zbus::Proxy<'static>>::new(conn)
+        .destination("org.tank.Manager")
+        .unwrap()
+        .path("/org/tank/Manager")
+        .unwrap()
+        .interface("org.tank.Manager")
+        .unwrap()
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+        .unwrap()
+}

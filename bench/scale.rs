@@ -86,17 +86,7 @@ async fn main() {
     tankd.import_busybox();
     let tankd_pid = tankd.pid().as_raw();
     let conn = bus.connect().await;
-    let manager = zbus::proxy::Builder::<zbus::Proxy<'static>>::new(&conn)
-        .destination("org.tank.Manager")
-        .unwrap()
-        .path("/org/tank/Manager")
-        .unwrap()
-        .interface("org.tank.Manager")
-        .unwrap()
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .unwrap();
+    let manager = common::manager_proxy(&conn).await;
     println!(
         "tankd pid {tankd_pid}, RSS before any pod: {:.1} MiB",
         rss_kib(tankd_pid) as f64 / 1024.0

@@ -159,17 +159,7 @@ impl Tank {
         .unwrap();
         ok(&tankd.tankctl(&["image", "import", archive.to_str().unwrap()]));
         let conn = bus.connect().await;
-        let manager = zbus::proxy::Builder::<zbus::Proxy<'static>>::new(&conn)
-            .destination("org.tank.Manager")
-            .unwrap()
-            .path("/org/tank/Manager")
-            .unwrap()
-            .interface("org.tank.Manager")
-            .unwrap()
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await
-            .unwrap();
+        let manager = common::manager_proxy(&conn).await;
         let objects = zbus::fdo::ObjectManagerProxy::builder(&conn)
             .destination("org.tank.Manager")
             .unwrap()

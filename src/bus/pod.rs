@@ -216,17 +216,21 @@ impl PodObjects {
     /// The record an exported pod shows (for a Terminating pod, the last
     /// one declared).
     pub async fn record(&self, pod: &str) -> Option<PodRecord> {
+        let iface = self.exported_interface(pod).await?;
+        let record = iface.get().await.record.clone();
+        Some(record)
+    }
+
+    /// The interface of an exported pod's object.
+    async fn exported_interface(&self, pod: &str) -> Option<InterfaceRef<PodObject>> {
         if !self.exported.lock().await.contains_key(pod) {
             return None;
         }
-        let iface: InterfaceRef<PodObject> = self
-            .conn
+        self.conn
             .object_server()
             .interface(&pod_path(pod))
             .await
-            .ok()?;
-        let record = iface.get().await.record.clone();
-        Some(record)
+            .ok()
     }
 
     /// Publishes the observed status of `pod` (PropertiesChanged for Phase
@@ -262,15 +266,7 @@ impl PodObjects {
 
     /// (phase, status JSON) of an exported pod.
     pub async fn observed(&self, pod: &str) -> Option<(String, String)> {
-        if !self.exported.lock().await.contains_key(pod) {
-            return None;
-        }
-        let iface: InterfaceRef<PodObject> = self
-            .conn
-            .object_server()
-            .interface(&pod_path(pod))
-            .await
-            .ok()?;
+        let iface = self.exported_interface(pod).await?;
         let object = iface.get().await;
         Some((object.phase.clone(), object.status.clone()))
     }
