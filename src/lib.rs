@@ -13,7 +13,8 @@
 //! - [`runtime`]: containers (clone3, init and exec stages, cgroups, logs);
 //!   [`pty`]: their terminals (allocation in the container's devpts,
 //!   attach leases, draining while detached).
-//! - [`daemon`]: tankd's wiring and its life cycle under systemd.
+//! - [`daemon`]: tankd's wiring and its life cycle under systemd;
+//!   [`daemon_cli`]: its command line.
 //! - [`client`]: tankctl, the command-line client.
 #![deny(unsafe_code)]
 
@@ -21,6 +22,7 @@ pub mod bus;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod daemon_cli;
 pub mod image;
 pub mod net;
 pub mod notify;

@@ -1,20 +1,9 @@
 //! tankd: the Tank daemon. Thin main; the wiring is `tank::daemon`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
-
-/// Tank's daemon: owns org.tank.Manager on the system bus and converges the
-/// machine to the declared pods.
-#[derive(Parser)]
-#[command(version)]
-struct Args {
-    /// Configuration file [default: /etc/tank/tankd.toml if it exists].
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-}
 
 fn main() -> ExitCode {
     // The init stage of a container: tankd re-executed by itself inside the
@@ -38,7 +27,7 @@ fn main() -> ExitCode {
     {
         tank::runtime::cgroup::scope::pause();
     }
-    let args = Args::parse();
+    let args = tank::daemon_cli::Args::parse();
     tank::daemon::init_logging();
     let config = match tank::config::Config::load(args.config.as_deref()) {
         Ok(config) => config,

@@ -91,6 +91,29 @@ pub enum Command {
         #[arg(long = "detach-keys", value_name = "KEYS", default_value = super::terminal::DEFAULT_DETACH_KEYS)]
         detach_keys: String,
     },
+    /// Print tankctl's shell completion script.
+    ///
+    /// For example `tankctl completions bash > ~/.local/share/bash-completion/completions/tankctl`
+    /// (the Debian package installs them for bash, zsh and fish).
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Write the man pages of tankctl (one per subcommand) and tankd into
+    /// DIR (used to build the package).
+    #[command(hide = true)]
+    GenerateManpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// The shells `tankctl completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// `tankctl exec [-i] [-t] [-c CONTAINER] [--env K=V] [--cwd DIR] POD -- CMD…`

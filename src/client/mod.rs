@@ -5,6 +5,7 @@
 //! `dbus/`), never to the store or the machine directly.
 
 pub mod cli;
+pub mod docs;
 pub mod exec;
 pub mod images;
 pub mod input;
@@ -37,6 +38,9 @@ pub enum ClientError {
     Call(String),
     #[error("unexpected reply from tankd: {0}")]
     Reply(String),
+    /// Writing man pages or completions failed.
+    #[error(transparent)]
+    Docs(#[from] docs::DocsError),
 }
 
 impl From<zbus::Error> for ClientError {
@@ -92,6 +96,20 @@ pub fn describe(err: &zbus::Error) -> String {
 
 /// Runs one tankctl invocation; returns tankctl's exit status.
 pub async fn run(cli: Cli) -> Result<u8, ClientError> {
+    // Local commands: no bus, no tankd.
+    match &cli.command {
+        Command::Completions { shell } => {
+            docs::write_completions(*shell, &mut std::io::stdout().lock())?;
+            return Ok(0);
+        }
+        Command::GenerateManpages { dir } => {
+            for page in docs::write_manpages(dir)? {
+                println!("{}", page.display());
+            }
+            return Ok(0);
+        }
+        _ => {}
+    }
     let conn = Connection::system().await.map_err(ClientError::Connect)?;
     let manager = ManagerProxy::new(&conn).await?;
     // The calls tankd authorizes may prompt for a password.
@@ -206,6 +224,8 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             container,
             detach_keys,
         } => return exec::attach(&manager, &ask, &pod, &container, &detach_keys).await,
+        // Handled before connecting.
+        Command::Completions { .. } | Command::GenerateManpages { .. } => {}
     }
     Ok(0)
 }
