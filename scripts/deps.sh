@@ -20,6 +20,9 @@ packages=(
     python3
     # test images are built from busybox-static and served by a real registry
     busybox-static docker-registry
+    # packaging/build-deb.sh: cargo-deb resolves the shared-library
+    # dependencies with dpkg-shlibdeps; the package test reads it with dpkg-deb
+    dpkg-dev dpkg
 )
 
 missing=()
