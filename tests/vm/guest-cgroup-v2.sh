@@ -1,30 +1,18 @@
 #!/bin/bash
 # Guest side of tests/vm/run.sh, inside a Debian 12 VM with systemd 252, a
 # pure cgroup v2 hierarchy and a system D-Bus: tankd installed as the
-# systemd service of the repo (Type=notify, Delegate=yes), containers with
-# limits in its delegated subtree. Exit status = number of failed checks.
+# systemd service of its Debian package (Type=notify, Delegate=yes),
+# containers with limits in its delegated subtree. Exit status = number of
+# failed checks.
 set -u
-H=${VMRUN_SHARED:-/mnt/host}
-fails=0
-ok()  { echo "  [ok]   $*"; }
-bad() { echo "  [FAIL] $*"; fails=$((fails+1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+. "${VMRUN_SHARED:-/mnt/host}/lib.sh"
 
-install -m 0755 "$H/tankd" "$H/tankctl" /usr/bin/
-install -m 0644 "$H/org.tank.Manager.conf" /etc/dbus-1/system.d/org.tank.Manager.conf
-busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig
-install -m 0644 "$H/tankd.service" /etc/systemd/system/tankd.service
-systemctl daemon-reload
-
-# The pods' root filesystem: busybox-static from the host.
+check "install the package" install_tank
 R=/var/lib/tank-vm/rootfs
-mkdir -p "$R/bin" "$R/etc" "$R/tmp"
-install -m 0755 "$H/busybox" "$R/bin/busybox"
-for a in sh sleep dd cat echo true; do ln -sf busybox "$R/bin/$a"; done
-echo 'root:x:0:0:root:/root:/bin/sh' > "$R/etc/passwd"
-echo 'root:x:0:' > "$R/etc/group"
+busybox_rootfs "$R"
 
-check "systemctl start tankd (Type=notify: READY=1)" systemctl start tankd
+# The package started it (Type=notify: active only after READY=1).
+check "tankd is active after install" systemctl is-active --quiet tankd
 systemctl show -p ActiveState,SubState,StatusText,ControlGroup tankd | sed 's/^/    /'
 main=$(systemctl show -p MainPID --value tankd)
 cg=$(systemctl show -p ControlGroup --value tankd)
@@ -37,14 +25,6 @@ check "tankd-pods.scope is delegated" sh -c "systemctl show -p Delegate --value 
 check "its pause process sits in the supervisor leaf" test -n "$(cat "$base/supervisor/cgroup.procs")"
 echo "    $base/cgroup.subtree_control: $(cat "$base/cgroup.subtree_control")"
 check "controllers enabled for pods" grep -q memory "$base/pods/cgroup.subtree_control"
-
-wait_for() {  # wait_for POD JQ-LIKE-GREP
-    for _ in $(seq 300); do
-        tankctl get "$1" -o json 2>/dev/null | grep -q "$2" && return 0
-        sleep 0.2
-    done
-    tankctl get "$1" -o json; return 1
-}
 
 cat > /tmp/limited.json <<EOT
 {"name": "limited", "containers": [{"name": "main", "image": {"rootfs": "$R"},
@@ -76,5 +56,4 @@ check "its process is gone" test ! -d "/proc/$pid"
 check "journalctl -u tankd has tankd's log" sh -c "journalctl -u tankd --no-pager | grep -q 'serving org.tank.Manager'"
 
 systemctl stop tankd
-echo "guest: $fails failed"
-exit "$fails"
+finish

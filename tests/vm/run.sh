@@ -1,7 +1,8 @@
 #!/bin/bash
 # The real-systemd test: boots a throwaway Debian 12 VM (systemd 252, pure
 # cgroup v2, system D-Bus, polkit) with ../shared/vm/vm-run.sh and runs
-# guest-*.sh there against this build of tankd. As root.
+# guest-*.sh there, each in its own boot, against this build's Debian
+# package. Prints "vm: N passed, M failed". As root.
 set -euo pipefail
 . "$(dirname "$0")/../../scripts/env.sh"
 cd "$TANK_ROOT"
@@ -12,13 +13,21 @@ for p in mmdebstrap qemu-system-x86 e2fsprogs busybox-static; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
         || apt-get install -y -qq --no-install-recommends "$p" >/dev/null
 done
-cargo build --locked --bins
+# The package under test, built as a user would (packaging/build-deb.sh);
+# each guest script installs it in its own fresh VM.
+deb=$(packaging/build-deb.sh | tail -n 1)
 share=$(mktemp -d /var/tmp/tank-vm.XXXXXX)
 trap 'rm -rf "$share"' EXIT
-cp "$TANK_BIN/tankd" "$TANK_BIN/tankctl" /bin/busybox dbus/org.tank.Manager.conf systemd/tankd.service "$share/"
-status=0
+cp "$deb" /bin/busybox tests/vm/lib.sh "$share/"
+passed=0 failed=0
 for guest in tests/vm/guest-*.sh; do
     echo "vm: $guest"
-    "$VM_RUN" --timeout 900 "$share" "$guest" || { echo "vm: $guest failed ($?)"; status=1; }
+    if "$VM_RUN" --timeout 900 "$share" "$guest"; then
+        passed=$((passed+1))
+    else
+        echo "vm: $guest failed ($?)"
+        failed=$((failed+1))
+    fi
 done
-exit $status
+echo "vm: $passed passed, $failed failed"
+[ "$failed" = 0 ]
