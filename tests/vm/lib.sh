@@ -31,7 +31,8 @@ wait_for() {  # wait_for POD GREP
 # creates group tank, reloads the bus, enables and starts tankd.service
 # (Type=notify: it returns once tankd sent READY=1). The VM image keeps no
 # docs or man pages (a dpkg path-exclude); tank's are let through, so the
-# package's man pages and examples can be checked. Returns dpkg's status.
+# package's man pages and examples can be checked (with their directories:
+# an excluded directory is not created). Returns dpkg's status.
 install_tank() {
     local debs=("$H"/tank_*.deb)
     if [ ${#debs[@]} -ne 1 ] || [ ! -f "${debs[0]}" ]; then
@@ -39,8 +40,11 @@ install_tank() {
         return 1
     fi
     cat > /etc/dpkg/dpkg.cfg.d/zz-tank-docs <<'EOT'
+path-include=/usr/share/doc/tank
 path-include=/usr/share/doc/tank/*
+path-include=/usr/share/man/man1
 path-include=/usr/share/man/man1/tankctl*
+path-include=/usr/share/man/man8
 path-include=/usr/share/man/man8/tankd*
 EOT
     DEBIAN_FRONTEND=noninteractive dpkg -i "${debs[0]}"
