@@ -6,32 +6,12 @@
 # PIDs, no restart counted. WATCHDOG=1 comes from the loop.
 # Exit status = number of failed checks.
 set -u
-H=${VMRUN_SHARED:-/mnt/host}
-fails=0
-ok()  { echo "  [ok]   $*"; }
-bad() { echo "  [FAIL] $*"; fails=$((fails+1)); }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+. "${VMRUN_SHARED:-/mnt/host}/lib.sh"
 
-install -m 0755 "$H/tankd" "$H/tankctl" /usr/bin/
-install -m 0644 "$H/org.tank.Manager.conf" /etc/dbus-1/system.d/org.tank.Manager.conf
-busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig
-install -m 0644 "$H/tankd.service" /etc/systemd/system/tankd.service
-systemctl daemon-reload
-
+check "install the package (enables and starts tankd)" install_tank
 R=/var/lib/tank-vm/rootfs
-mkdir -p "$R/bin" "$R/etc" "$R/tmp"
-install -m 0755 "$H/busybox" "$R/bin/busybox"
-for a in sh sleep cat echo true; do ln -sf busybox "$R/bin/$a"; done
-echo 'root:x:0:0:root:/root:/bin/sh' > "$R/etc/passwd"
-echo 'root:x:0:' > "$R/etc/group"
+busybox_rootfs "$R"
 
-wait_for() {  # wait_for POD GREP
-    for _ in $(seq 300); do
-        tankctl get "$1" -o json 2>/dev/null | grep -q "$2" && return 0
-        sleep 0.2
-    done
-    tankctl get "$1" -o json; return 1
-}
 pid_of() { tankctl get "$1" -o json | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' | head -1; }
 restarts_of() { tankctl get "$1" -o json | sed -n 's/.*"restart_count": *\([0-9]*\).*/\1/p' | head -1; }
 active() {
@@ -42,7 +22,7 @@ active() {
     systemctl status tankd --no-pager; return 1
 }
 
-check "systemctl start tankd" systemctl start tankd
+check "tankd is active after install" systemctl is-active --quiet tankd
 cat > /tmp/web.json <<EOT
 {"name": "web", "containers": [{"name": "main", "image": {"rootfs": "$R"},
   "command": ["/bin/sh", "-c", "while true; do echo tick; sleep 1; done"],
@@ -85,5 +65,4 @@ check "an adopted container killed from outside is restarted" sh -c "kill -9 $pi
 check "delete tears it down" tankctl delete --wait web
 check "its cgroup is gone" test ! -d "$scope/pods/web"
 systemctl stop tankd
-echo "guest: $fails failed"
-exit "$fails"
+finish
