@@ -1,6 +1,7 @@
 #!/bin/bash
 # Guest side of tests/vm/run.sh: a crash-only tankd under real systemd 252
-# on cgroup v2. Containers with limits live in the delegated scope
+# on cgroup v2, running a pod of an imported image (overlay of its unpacked
+# layer). Containers with limits live in the delegated scope
 # tankd-pods.scope; `systemctl restart`, a stop and start, and kill -9 of
 # tankd (Restart=on-failure) all bring up a new tankd that adopts them: same
 # PIDs, no restart counted. WATCHDOG=1 comes from the loop.
@@ -9,8 +10,6 @@ set -u
 . "${VMRUN_SHARED:-/mnt/host}/lib.sh"
 
 check "install the package (enables and starts tankd)" install_tank
-R=/var/lib/tank-vm/rootfs
-busybox_rootfs "$R"
 
 pid_of() { tankctl get "$1" -o json | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' | head -1; }
 restarts_of() { tankctl get "$1" -o json | sed -n 's/.*"restart_count": *\([0-9]*\).*/\1/p' | head -1; }
@@ -23,8 +22,9 @@ active() {
 }
 
 check "tankd is active after install" systemctl is-active --quiet tankd
+check "import an image (OCI archive)" tankctl image import "$H/busybox.oci.tar"
 cat > /tmp/web.json <<EOT
-{"name": "web", "containers": [{"name": "main", "image": {"rootfs": "$R"},
+{"name": "web", "containers": [{"name": "main", "image": "localhost/vm/busybox:1",
   "command": ["/bin/sh", "-c", "while true; do echo tick; sleep 1; done"],
   "limits": {"memory": 67108864, "pids": 20}}]}
 EOT

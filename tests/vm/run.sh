@@ -19,6 +19,8 @@ deb=$(packaging/build-deb.sh | tail -n 1)
 share=$(mktemp -d /var/tmp/tank-vm.XXXXXX)
 trap 'rm -rf "$share"' EXIT
 cp "$deb" /bin/busybox tests/vm/lib.sh "$share/"
+# An image to import in the guest, as a user without a registry would.
+tests/vm/oci-archive.sh "$share/busybox.oci.tar" localhost/vm/busybox:1
 passed=0 failed=0
 for guest in tests/vm/guest-*.sh; do
     echo "vm: $guest"
