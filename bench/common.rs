@@ -71,3 +71,13 @@ pub async fn manager_proxy(conn: &zbus::Connection) -> zbus::Proxy<'static> {
         .await
         .unwrap()
 }
+
+/// Whether `program` is on the PATH.
+pub fn installed(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}

@@ -31,11 +31,11 @@ mod support;
 
 #[path = "common.rs"]
 mod common;
-use common::{env_usize, median, ms};
+use common::{env_usize, installed, median, ms};
 
 #[path = "peers.rs"]
 mod peers;
-use peers::{host_side_paths, installed, remove_host_side, PeerThread, Podman};
+use peers::{host_side_paths, remove_host_side, PeerThread, Podman};
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;

@@ -233,15 +233,6 @@ impl Podman {
     }
 }
 
-pub fn installed(program: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {program}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
 /// Host paths podman 4.3 and crun may create outside the private
 /// directories this bench gives them: crun's default state dir (podman runs
 /// crun without `--root`), podman's cgroupfs parent in every hierarchy, and

@@ -79,7 +79,7 @@ async fn main() {
             p
         })
         .collect();
-    let podman = which("podman");
+    let podman = common::installed("podman");
     let podman_dir = scratch.path().join("podman");
     std::fs::create_dir_all(&podman_dir).unwrap();
     let podman_vars = podman_env(&podman_dir, &registry.addr);
@@ -159,13 +159,4 @@ async fn main() {
         println!("(podman not installed: bench/run.sh installs it)");
     }
     println!("tank / tar    = {:.2}  (target <= 1.0)", ms(tank) / ms(tar));
-}
-
-fn which(program: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {program}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
 }

@@ -78,11 +78,11 @@ mod support;
 
 #[path = "common.rs"]
 mod common;
-use common::{env_usize, median, ms, run};
+use common::{env_usize, installed, median, ms, run};
 
 #[path = "peers.rs"]
 mod peers;
-use peers::{host_side_paths, installed, remove_host_side, PeerThread, Podman};
+use peers::{host_side_paths, remove_host_side, PeerThread, Podman};
 
 use std::collections::BTreeMap;
 use std::path::Path;
