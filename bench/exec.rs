@@ -120,14 +120,7 @@ async fn main() {
         .unwrap()
         .to_string();
     let conn = bus.connect().await;
-    let manager = zbus::Proxy::new(
-        &conn,
-        "org.tank.Manager",
-        "/org/tank/Manager",
-        "org.tank.Manager",
-    )
-    .await
-    .unwrap();
+    let manager = common::manager_proxy(&conn).await;
     let tankctl = || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tankctl"));
         cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)

@@ -20,6 +20,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use tank::net::host::{AutoHost, Host, HostConfig, NetworkManagerHost, StaticHost};
 use tank::net::macvlan::{configure_nics, observe_nics, repair_nics};
 use tank::net::netns::NetnsDir;
@@ -27,13 +29,6 @@ use tank::net::NetError;
 use tank::spec::Nic;
 
 static NEXT: AtomicUsize = AtomicUsize::new(1);
-
-fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "the network tests need root (namespaces, netlink): run them as root"
-    );
-}
 
 fn pid4() -> u32 {
     std::process::id() % 10000
@@ -126,7 +121,7 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        require_root();
+        support::require_root();
         let tmp = tempfile::Builder::new()
             .prefix("tank-net-")
             .tempdir()
@@ -595,75 +590,6 @@ fn auto_host_picks_the_default_route_interface() {
     assert_eq!(host.uplink().unwrap(), b);
 }
 
-/// A private dbus-daemon that lets root own any name (the fake NM).
-struct PrivateBus {
-    _dir: tempfile::TempDir,
-    child: Child,
-    address: String,
-}
-
-impl PrivateBus {
-    fn start() -> PrivateBus {
-        use std::io::{BufRead, BufReader};
-        let dir = tempfile::Builder::new()
-            .prefix("tank-nm-bus-")
-            .tempdir()
-            .unwrap();
-        let socket = dir.path().join("bus");
-        let config = format!(
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="root"/>
-    <allow own="*"/>
-    <allow send_destination="*"/>
-    <allow receive_sender="*"/>
-  </policy>
-</busconfig>
-"#,
-            socket.display()
-        );
-        let config_path = dir.path().join("bus.conf");
-        std::fs::write(&config_path, config).unwrap();
-        let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config_path.display()))
-            .args(["--nofork", "--nopidfile", "--print-address=1"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("dbus-daemon");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(!line.trim().is_empty(), "dbus-daemon did not start");
-        PrivateBus {
-            _dir: dir,
-            child,
-            address: format!("unix:path={}", socket.display()),
-        }
-    }
-
-    async fn connect(&self) -> zbus::Connection {
-        zbus::connection::Builder::address(self.address.as_str())
-            .unwrap()
-            .build()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for PrivateBus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A fake NetworkManager serving exactly the properties the adapter reads,
 /// under their real interface and property names.
 mod fake_nm {
@@ -765,8 +691,14 @@ mod fake_nm {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn networkmanager_host_reads_the_primary_connection() {
     use fake_nm::*;
-    require_root();
-    let bus = PrivateBus::start();
+    support::require_root();
+    // NetworkManager's own bus policy on a deny-by-default system bus.
+    let bus = support::SystemBus::start_with_policy(
+        r#"<policy user="root"><allow own="org.freedesktop.NetworkManager"/></policy>
+  <policy context="default">
+    <allow send_destination="org.freedesktop.NetworkManager"/>
+  </policy>"#,
+    );
     let nm = "/org/freedesktop/NetworkManager";
     let server = zbus::connection::Builder::address(bus.address.as_str())
         .unwrap()

@@ -51,6 +51,12 @@ pub struct SystemBus {
 
 impl SystemBus {
     pub fn start() -> SystemBus {
+        SystemBus::start_with_policy("")
+    }
+
+    /// Like [`SystemBus::start`], with `policy` (`<policy>` elements, as a
+    /// service's file in /usr/share/dbus-1/system.d/ would add) included.
+    pub fn start_with_policy(extra: &str) -> SystemBus {
         require_root();
         let dir = tempfile::Builder::new()
             .prefix("tank-bus-")
@@ -62,7 +68,8 @@ impl SystemBus {
         let policy = manifest_dir().join("dbus/org.tank.Manager.conf");
         let config = include_str!("system-bus.conf.in")
             .replace("@SOCKET@", socket.to_str().unwrap())
-            .replace("@POLICY@", policy.to_str().unwrap());
+            .replace("@POLICY@", policy.to_str().unwrap())
+            .replace("<!--@EXTRA@-->", extra);
         let config_path = dir.path().join("system-bus.conf");
         std::fs::write(&config_path, config).unwrap();
         let mut child = Command::new("dbus-daemon")
