@@ -653,3 +653,83 @@ impl Drop for PtyClient {
         }
     }
 }
+
+/// Bad Exec/Attach input gets a named error and starts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_exec_input_gets_named_errors_and_starts_nothing() {
+    use std::collections::HashMap;
+    use zbus::zvariant::Value as V;
+    let bus = SystemBus::start();
+    let tankd = tankd_with(&bus, &[sleeper("web")]);
+    let conn = bus.connect().await;
+    let manager = zbus::Proxy::new(
+        &conn,
+        "org.tank.Manager",
+        "/org/tank/Manager",
+        "org.tank.Manager",
+    )
+    .await
+    .unwrap();
+    let exec =
+        |pod: &'static str, argv: Vec<&'static str>, opts: HashMap<&'static str, V<'static>>| {
+            let manager = manager.clone();
+            async move {
+                let reply: zbus::Result<(zbus::zvariant::OwnedFd, zbus::zvariant::OwnedFd)> =
+                    manager.call("Exec", &(pod, "", argv, opts)).await;
+                match reply {
+                    Err(zbus::Error::MethodError(name, message, _)) => {
+                        (name.to_string(), message.unwrap_or_default())
+                    }
+                    other => panic!("expected an error, got {other:?}"),
+                }
+            }
+        };
+    // An exec joins the container's cgroup: its processes are all there.
+    let home = tankd.data_dir.parent().unwrap().file_name().unwrap();
+    let procs_file = std::path::Path::new("/sys/fs/cgroup/pids")
+        .join(format!("tank-test-{}", home.to_string_lossy()))
+        .join("pods/web/main/cgroup.procs");
+    let procs = || std::fs::read_to_string(&procs_file).unwrap();
+    let before = procs();
+    assert_eq!(before.lines().count(), 1, "{before}");
+
+    let (name, message) = exec(
+        "web",
+        vec!["true"],
+        HashMap::from([("bogus", V::from(true))]),
+    )
+    .await;
+    assert_eq!(name, "org.tank.Error.InvalidArgument", "{message}");
+    assert!(message.contains("unknown option \"bogus\""), "{message}");
+    let (name, message) = exec(
+        "web",
+        vec!["true"],
+        HashMap::from([("tty", V::from("yes"))]),
+    )
+    .await;
+    assert_eq!(name, "org.tank.Error.InvalidArgument", "{message}");
+    let (name, _) = exec("web", vec![], HashMap::new()).await;
+    assert_eq!(name, "org.tank.Error.InvalidArgument");
+    let (name, _) = exec("nosuch", vec!["true"], HashMap::new()).await;
+    assert_eq!(name, "org.tank.Error.NotFound");
+    let (name, message) = exec(
+        "web",
+        vec!["true"],
+        HashMap::from([("env", V::from(vec!["NOEQUALS"]))]),
+    )
+    .await;
+    assert_eq!(name, "org.tank.Error.InvalidArgument", "{message}");
+
+    let attach: zbus::Result<(zbus::zvariant::OwnedFd, zbus::zvariant::OwnedFd)> =
+        manager.call("Attach", &("web", "nosuch")).await;
+    match attach {
+        Err(zbus::Error::MethodError(name, _, _)) => {
+            assert_eq!(name.as_str(), "org.tank.Error.NotFound")
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    // Nothing was started beside the workload, which still runs unrestarted.
+    assert_eq!(procs(), before);
+    let doc = tankd.get("web");
+    assert_eq!(doc["status"]["containers"]["main"]["restart_count"], 0);
+}
