@@ -398,14 +398,12 @@ pub async fn wait_exit(pidfd: &OwnedFd) -> Result<ExitStatus, SpawnError> {
 /// `pidfd_open(2)`: a pidfd of a process tankd did not start (a container
 /// adopted from a previous tankd).
 pub fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd (always
-    // close-on-exec) or -1; no memory is shared with the kernel.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    let pid = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ESRCH))?;
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::empty(),
+    )?)
 }
 
 /// Waits until the process of `pidfd` has exited, for a process tankd is
