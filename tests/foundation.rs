@@ -534,3 +534,21 @@ fn tankctl_without_tankd_says_so() {
         "tankctl: tankd is not running (org.tank.Manager is not on the system bus)\n"
     );
 }
+
+#[test]
+fn tankd_raises_its_soft_nofile_limit_to_the_hard_one() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // As under systemd: a low soft limit (1024) below a higher hard one.
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, 1024.min(hard), hard).unwrap();
+    let bus = SystemBus::start();
+    let tankd = Tankd::start(&bus);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", tankd.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[3], hard.to_string(), "soft limit: {line}");
+    assert_eq!(fields[4], hard.to_string(), "hard limit untouched: {line}");
+}
