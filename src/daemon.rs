@@ -7,6 +7,7 @@
 //! exported and the bus name is owned.
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 
 use zbus::fdo::{ObjectManager, RequestNameFlags, RequestNameReply};
@@ -35,6 +36,8 @@ pub enum DaemonError {
     Images(#[from] ImageError),
     #[error("runtime: {0}")]
     Runtime(#[from] crate::runtime::manager::RuntimeError),
+    #[error("state directory: {0}")]
+    StateDir(#[from] crate::state_dir::StateDirError),
 }
 
 /// Sends journal-bound logs to the journal when stderr is connected to it
@@ -67,6 +70,10 @@ fn log_level_from_env() -> log::LevelFilter {
 /// Runs tankd until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     raise_nofile();
+    let (data_dir, run_dir) = (config.data_dir.clone(), config.run_dir.clone());
+    tokio::task::spawn_blocking(move || secure_state(&data_dir, &run_dir))
+        .await
+        .expect("state directory task panicked")?;
     let store_dir = config.store_dir();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir))
         .await
@@ -162,6 +169,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     shutdown.await;
     log::info!("stopping");
     notify("STOPPING=1".to_owned()).await;
+    Ok(())
+}
+
+/// Makes tankd's state private before anything is written to it: umask
+/// 077 from now on, `data_dir` and `run_dir` 0700, and what an older tankd
+/// left open there tightened.
+fn secure_state(data_dir: &Path, run_dir: &Path) -> Result<(), DaemonError> {
+    use crate::state_dir::{
+        prepare_root, tighten, use_private_umask, DATA_DIR_TREES, RUN_DIR_TREES,
+    };
+    use_private_umask();
+    for (root, trees) in [(data_dir, DATA_DIR_TREES), (run_dir, RUN_DIR_TREES)] {
+        prepare_root(root)?;
+        let changed = tighten(root, trees);
+        if changed > 0 {
+            log::info!(
+                "{}: {changed} paths made private (left open by an older tankd)",
+                root.display()
+            );
+        }
+    }
     Ok(())
 }
 

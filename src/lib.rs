@@ -7,7 +7,8 @@
 //!   and its strict validation.
 //! - [`store`]: the RocksDB desired-state store, its change feed and boot
 //!   seeding.
-//! - [`config`]: tankd's operational configuration (`tankd.toml`).
+//! - [`config`]: tankd's operational configuration (`tankd.toml`);
+//!   [`state_dir`]: the privacy of its state on the host (modes, umask).
 //! - [`bus`]: the D-Bus API (`org.tank.Manager`, `org.tank.Pod`), named
 //!   errors and caller authorization.
 //! - [`runtime`]: containers (clone3, init and exec stages, cgroups, logs);
@@ -30,4 +31,5 @@ pub mod pty;
 pub mod reconcile;
 pub mod runtime;
 pub mod spec;
+pub mod state_dir;
 pub mod store;

@@ -3,6 +3,7 @@
 //! directory and bind-mounted into each container's `/etc`.
 
 use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Loopback stub resolvers (systemd-resolved, dnsmasq…) cannot work from
@@ -142,6 +143,9 @@ pub fn write_pod_etc(
     ] {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, text)?;
+        // Bind-mounted into the containers: readable by their users
+        // whatever tankd's umask.
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
         std::fs::rename(&tmp, path)?;
     }
     Ok(files)

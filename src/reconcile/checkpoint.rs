@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,7 @@ impl Checkpoints {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(crate::state_dir::PRIVATE_FILE)
             .open(&path)
         {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -74,6 +76,7 @@ impl Checkpoints {
                     .write(true)
                     .create(true)
                     .truncate(false)
+                    .mode(crate::state_dir::PRIVATE_FILE)
                     .open(&path)?
             }
             other => other?,

@@ -11,6 +11,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -67,7 +68,11 @@ impl LogSink {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(crate::state_dir::PRIVATE_FILE)
+            .open(path)?;
         let size = file.metadata()?.len();
         let journal = if systemd_journal_logger::connected_to_journal() {
             systemd_journal_logger::JournalLog::new().ok().map(|j| {
@@ -152,6 +157,7 @@ impl SinkFile {
         if let Ok(file) = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(crate::state_dir::PRIVATE_FILE)
             .open(&self.path)
         {
             self.file = file;

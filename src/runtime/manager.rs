@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -426,6 +427,10 @@ impl Runtime {
                 for d in [&upper, &work] {
                     std::fs::create_dir_all(d).map_err(io_err(d))?;
                 }
+                // The upper dir's root is the container's `/`: open to its
+                // users whatever tankd's umask (its parents keep the host out).
+                std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o755))
+                    .map_err(io_err(&upper))?;
                 RootfsPlan::Overlay { lower, upper, work }
             }
             RootfsSource::Path(path) => RootfsPlan::Bind { path },

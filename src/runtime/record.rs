@@ -123,9 +123,15 @@ impl RunDir {
     /// Writes the record (atomically: a crash leaves the old one or none).
     pub fn write_record(&self, record: &ContainerRecord) -> std::io::Result<()> {
         let tmp = self.dir.join(".record.json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec(record).map_err(std::io::Error::other)?,
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(crate::state_dir::PRIVATE_FILE)
+            .open(&tmp)?;
+        std::io::Write::write_all(
+            &mut file,
+            &serde_json::to_vec(record).map_err(std::io::Error::other)?,
         )?;
         std::fs::rename(&tmp, self.record_path())
     }

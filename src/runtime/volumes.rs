@@ -5,6 +5,7 @@
 //! never loses data); only an explicit removal deletes it. It never decides
 //! whether a volume is in use: the caller says which pods are declared.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -59,10 +60,23 @@ impl Volumes {
         check_name(pod)?;
         check_name(volume)?;
         let path = self.path(pod, volume);
-        std::fs::create_dir_all(&path).map_err(|source| VolumeError::Io {
+        let io = |source| VolumeError::Io {
             path: path.clone(),
             source,
-        })?;
+        };
+        if path.is_dir() {
+            return Ok(path);
+        }
+        // `volumes/<pod>` is tankd's (private); the volume's root is what
+        // the container sees at its mount point: 0755 like a fresh
+        // directory of the container's own, whatever tankd's umask.
+        std::fs::create_dir_all(self.root.join(pod)).map_err(io)?;
+        match std::fs::create_dir(&path) {
+            Ok(()) => std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .map_err(io)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
         Ok(path)
     }
 

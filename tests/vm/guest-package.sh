@@ -19,6 +19,8 @@ check "tankd.service active (Type=notify: after READY=1)" systemctl is-active --
 systemctl show -p ActiveState,SubState,StatusText,MainPID tankd | sed 's/^/    /'
 check "it owns org.tank.Manager" sh -c "busctl --system status org.tank.Manager >/dev/null"
 check "tankctl ps works as root" tankctl ps
+check "/var/lib/tank and /run/tank are 0700 root" \
+    sh -c 'test "$(stat -c %a:%U /var/lib/tank /run/tank | sort -u)" = 700:root'
 
 echo "- files"
 check "/etc/tank/tankd.toml is a conffile" \
@@ -90,6 +92,8 @@ check "mallory: get shows the pod without env values" \
 check "alice: get shows the env value" \
     sh -c 'runuser -u alice -- tankctl get web -o json | grep -q s3cret-value'
 check "mallory: delete refused" sh -c '! runuser -u mallory -- tankctl --no-ask-password delete web'
+check "mallory cannot list tankd's state or logs" \
+    sh -c '! runuser -u mallory -- ls /var/lib/tank && ! runuser -u mallory -- ls /run/tank && ! runuser -u mallory -- cat /var/lib/tank/logs/web/app.log'
 
 echo "- journal"
 journal_has() {  # journal_has GREP JOURNALCTL-ARGS...
