@@ -1,16 +1,21 @@
 //! Authorization through a real polkitd: tankd asks polkit about every
-//! non-root caller of a mutating method (subject: the caller's bus name),
-//! fails closed without polkit, and redacts what unauthorized readers see.
-//! tankctl allows interactive authorization only from a terminal and runs
-//! pkttyagent for such calls.
+//! non-root caller of a mutating method (subject: the caller's bus name)
+//! with details saying what the call is about (verb, pod, container,
+//! volume, image, command line), so rules can scope an action to one pod or
+//! one command; reading logs is an action of its own. tankd fails closed
+//! without polkit and redacts what unauthorized readers see. tankctl allows
+//! interactive authorization only from a terminal and runs pkttyagent for
+//! such calls.
 //!
 //! The users and the rules (tests/support/polkit-test.rules): `tankin` is
-//! in group `tank` (YES), `tankout` gets NO, `tankpw` AUTH_ADMIN.
+//! in group `tank` (YES), `tankout` gets NO, `tankpw` AUTH_ADMIN. Tests of
+//! scoping rules put a rule file before those that answers YES for
+//! `tankout` only for some details.
 
 mod support;
 
 use support::polkit::{
-    gdbus_as, tankctl_as, tankctl_on_terminal_as, Polkit, USER_IN, USER_OUT, USER_PW,
+    gdbus_as, tankctl_as, tankctl_on_terminal_as, Polkit, TEST_RULES, USER_IN, USER_OUT, USER_PW,
 };
 use support::{failed, ok, pod_json, SystemBus, Tankd};
 
@@ -37,51 +42,97 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
+/// A call of an org.tank.Manager method that needs authorization.
+struct Call {
+    method: &'static str,
+    args: Vec<String>,
+    /// The polkit action it needs.
+    action: &'static str,
+    /// The details tankd passes with it, as the test rules log them.
+    details: &'static str,
+}
+
 /// Every mutating method of org.tank.Manager with arguments that an
 /// authorized caller gets past authorization with (then succeeds or fails
-/// on its own terms), and the action it needs. ImportImage takes an fd:
-/// see `tankctl_calls_as_users`.
-fn mutating_methods() -> Vec<(&'static str, Vec<String>, &'static str)> {
+/// on its own terms), the action it needs and the details polkit sees.
+/// ImportImage takes an fd: see `tankctl_calls_as_users`.
+fn mutating_methods() -> Vec<Call> {
     let quoted = |s: &str| format!("'{s}'");
+    let call = |method, args, action, details| Call {
+        method,
+        args,
+        action,
+        details,
+    };
     vec![
-        (
+        call(
             "Apply",
             vec![quoted(&pod_json("evil", "busybox:1"))],
             "org.tank.pods.manage",
+            r#" verb="apply" pod="evil""#,
         ),
-        ("Delete", vec![quoted("nosuch")], "org.tank.pods.manage"),
-        (
+        call(
+            "Delete",
+            vec![quoted("nosuch")],
+            "org.tank.pods.manage",
+            r#" verb="delete" pod="nosuch""#,
+        ),
+        call(
             "RemoveVolume",
             vec![quoted("nosuch"), quoted("data")],
             "org.tank.pods.manage",
+            r#" verb="remove-volume" pod="nosuch" volume="data""#,
         ),
-        (
+        call(
             "PullImage",
             vec![quoted("127.0.0.1:9/busybox:1")],
             "org.tank.images.manage",
+            r#" verb="pull" image="127.0.0.1:9/busybox:1""#,
         ),
-        (
+        call(
             "RemoveImage",
-            vec![quoted("localhost/none:1")],
+            // Normalized: the rules see the canonical reference.
+            vec![quoted("busybox")],
             "org.tank.images.manage",
+            r#" verb="remove-image" image="docker.io/library/busybox:latest""#,
         ),
-        ("PruneImages", vec![], "org.tank.images.manage"),
-        (
+        call(
+            "PruneImages",
+            vec![],
+            "org.tank.images.manage",
+            r#" verb="prune""#,
+        ),
+        call(
             "Logs",
-            vec![quoted("nosuch"), quoted(""), "false".into(), "0".into()],
-            "org.tank.pods.exec",
+            vec![quoted("nosuch"), quoted("app"), "false".into(), "0".into()],
+            "org.tank.pods.logs",
+            r#" verb="logs" pod="nosuch" container="app""#,
         ),
-        (
+        call(
             "Exec",
-            vec![quoted("nosuch"), quoted(""), "['true']".into(), "{}".into()],
+            vec![
+                quoted("nosuch"),
+                quoted(""),
+                r#"['sh', '-c', 'echo "$HOME"']"#.into(),
+                "{}".into(),
+            ],
             "org.tank.pods.exec",
+            r#" verb="exec" pod="nosuch" command_line="sh -c 'echo \"$HOME\"'""#,
         ),
-        (
+        call(
             "Attach",
             vec![quoted("nosuch"), quoted("")],
             "org.tank.pods.exec",
+            r#" verb="attach" pod="nosuch""#,
         ),
     ]
+}
+
+/// polkitd's log has the test rules' line for exactly this question.
+fn assert_asked(polkit: &Polkit, action: &str, user: &str, details: &str) {
+    let line = format!("tank-test: {action} for {user}{details}\n");
+    let log = polkit.log_text();
+    assert!(log.contains(&line), "no {line:?} in:\n{log}");
 }
 
 #[test]
@@ -90,7 +141,13 @@ fn every_mutating_method_asks_polkit_about_non_root_callers() {
     let polkit = Polkit::start(&bus);
     let tankd = Tankd::start(&bus);
 
-    for (method, args, action) in mutating_methods() {
+    for Call {
+        method,
+        args,
+        action,
+        details,
+    } in mutating_methods()
+    {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
         // Outside the group: denied, naming the action.
@@ -100,6 +157,8 @@ fn every_mutating_method_asks_polkit_about_non_root_callers() {
             uid(USER_OUT)
         );
         assert!(err.contains(&expected), "{method}: {err}");
+        // polkit was asked about exactly this call (the details).
+        assert_asked(&polkit, action, USER_OUT, details);
         // The same with interaction allowed: polkit said no, not "ask".
         let err = text(&gdbus_as(USER_OUT, &bus, method, &args, true));
         assert!(err.contains(&expected), "{method} interactive: {err}");
@@ -126,7 +185,13 @@ fn every_mutating_method_asks_polkit_about_non_root_callers() {
 
     // In the group: past authorization every time (the method's own
     // result, success or an org.tank.Error).
-    for (method, args, _) in mutating_methods() {
+    for Call {
+        method,
+        args,
+        action,
+        details,
+    } in mutating_methods()
+    {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = gdbus_as(USER_IN, &bus, method, &args, false);
         let all = text(&out);
@@ -138,6 +203,7 @@ fn every_mutating_method_asks_polkit_about_non_root_callers() {
             out.status.success() || all.contains("GDBus.Error:org.tank.Error."),
             "{method}: {all}"
         );
+        assert_asked(&polkit, action, USER_IN, details);
     }
     let ps = ok(&tankd.tankctl(&["ps"]));
     assert!(ps.contains("evil "), "{ps}");
@@ -154,7 +220,7 @@ fn every_mutating_method_asks_polkit_about_non_root_callers() {
 #[test]
 fn tankctl_calls_as_users() {
     let bus = SystemBus::start();
-    let _polkit = Polkit::start(&bus);
+    let polkit = Polkit::start(&bus);
     let tankd = Tankd::start(&bus);
 
     let err = failed(&tankctl_as(
@@ -203,6 +269,12 @@ fn tankctl_calls_as_users() {
     assert!(
         err.contains("access denied") && err.contains("org.tank.images.manage"),
         "{err}"
+    );
+    assert_asked(
+        &polkit,
+        "org.tank.images.manage",
+        USER_OUT,
+        r#" verb="import""#,
     );
     let err = failed(&tankctl_as(
         USER_IN,
@@ -393,5 +465,315 @@ fn reads_are_open_and_env_values_only_for_the_authorized() {
         assert!(ps.contains("web "), "{ps}");
         let out = ok(&gdbus_as(user, &bus, "ListPods", &[], false));
         assert!(out.contains("'web'"), "{out}");
+    }
+}
+
+// ---- Rules that scope by the details of a call ----------------------------
+
+/// A pod whose one container `main` says hello and sleeps; its env holds a
+/// secret.
+fn hello_pod(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "containers": [{
+            "name": "main",
+            "image": support::BUSYBOX,
+            "command": ["/bin/sh", "-c", format!("echo hello-from-{name}; exec sleep 1000000")],
+            "env": {"TOKEN": format!("s3cret-{name}")}
+        }]
+    })
+}
+
+/// tankd with pods `web` and `db` running, and polkitd whose rules are
+/// `rules` (one file, run first) and then the test rules (which answer NO
+/// for [`USER_OUT`]). Fields drop in order: tankd first.
+struct Scoped {
+    tankd: Tankd,
+    polkit: Polkit,
+    bus: SystemBus,
+}
+
+fn scoped(rules: &str) -> Scoped {
+    let bus = SystemBus::start();
+    let polkit = Polkit::start_with_rules(&bus, &[("40-tank-scoped.rules", rules), TEST_RULES]);
+    let tankd = Tankd::start(&bus);
+    tankd.import_busybox();
+    for pod in ["web", "db"] {
+        tankd.apply(&hello_pod(pod));
+    }
+    for pod in ["web", "db"] {
+        tankd.wait_for(pod, "running", 30, |doc| {
+            doc["status"]["containers"]["main"]["state"]
+                .get("running")
+                .is_some()
+        });
+    }
+    Scoped { tankd, polkit, bus }
+}
+
+/// `tankctl ARGS` as `user` must be refused as not authorized for `action`.
+fn assert_denied(s: &Scoped, user: &str, args: &[&str], action: &str) {
+    let err = failed(&tankctl_as(user, &s.bus, args, None));
+    assert_eq!(
+        err,
+        format!(
+            "tankctl: access denied: uid {} is not authorized for {action}\n",
+            uid(user)
+        ),
+        "{args:?}"
+    );
+}
+
+/// The env value of pod `pod` that `user` sees through Get.
+fn token_seen_by(s: &Scoped, user: &str, pod: &str) -> String {
+    let out = ok(&tankctl_as(user, &s.bus, &["get", pod, "-o", "json"], None));
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    doc["spec"]["containers"][0]["env"]["TOKEN"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_rule_can_let_a_user_exec_into_one_pod_only() {
+    let s = scoped(
+        r#"// tankout may run commands in and attach to pod "web", and see its
+// env values; nothing about any other pod.
+polkit.addRule(function(action, subject) {
+    if (subject.user == "tankout" && action.id == "org.tank.pods.exec" &&
+        action.lookup("pod") == "web") {
+        return polkit.Result.YES;
+    }
+    if (subject.user == "tankout" && action.id == "org.tank.pods.manage" &&
+        action.lookup("verb") == "get" && action.lookup("pod") == "web") {
+        return polkit.Result.YES;
+    }
+});
+"#,
+    );
+
+    // Exec: into web, not into db.
+    let out = ok(&tankctl_as(
+        USER_OUT,
+        &s.bus,
+        &["exec", "web", "--", "cat", "/etc/hostname"],
+        None,
+    ));
+    assert_eq!(out, "web\n");
+    assert_denied(
+        &s,
+        USER_OUT,
+        &["exec", "db", "--", "cat", "/etc/hostname"],
+        "org.tank.pods.exec",
+    );
+    assert_asked(
+        &s.polkit,
+        "org.tank.pods.exec",
+        USER_OUT,
+        r#" verb="exec" pod="db" container="main" command_line="cat /etc/hostname""#,
+    );
+    // Attach: past authorization for web (main has no terminal), not for db.
+    let err = text(&gdbus_as(
+        USER_OUT,
+        &s.bus,
+        "Attach",
+        &["'web'", "''"],
+        false,
+    ));
+    assert!(err.contains("GDBus.Error:org.tank.Error.NotATty"), "{err}");
+    let err = text(&gdbus_as(
+        USER_OUT,
+        &s.bus,
+        "Attach",
+        &["'db'", "''"],
+        false,
+    ));
+    assert!(
+        err.contains(&format!(
+            "{DENIED}: uid {} is not authorized for org.tank.pods.exec",
+            uid(USER_OUT)
+        )),
+        "{err}"
+    );
+    // Reading output is another action, not granted by the rule.
+    assert_denied(&s, USER_OUT, &["logs", "web"], "org.tank.pods.logs");
+    // Get checks org.tank.pods.manage with the pod (verb "get") without
+    // prompting: the env values of web only.
+    assert_eq!(token_seen_by(&s, USER_OUT, "web"), "s3cret-web");
+    assert_eq!(token_seen_by(&s, USER_OUT, "db"), "<redacted>");
+    // The rule names the verb: changing web is still refused.
+    assert_denied(&s, USER_OUT, &["delete", "web"], "org.tank.pods.manage");
+    // Others are unaffected: tankpw still needs a password everywhere.
+    let err = failed(&tankctl_as(
+        USER_PW,
+        &s.bus,
+        &["exec", "web", "--", "true"],
+        None,
+    ));
+    assert!(
+        err.starts_with("tankctl: interactive authentication required: "),
+        "{err}"
+    );
+    assert_eq!(token_seen_by(&s, USER_PW, "web"), "<redacted>");
+    // Both pods still run: nothing was done to them.
+    let ps = ok(&s.tankd.tankctl(&["ps"]));
+    assert!(ps.contains("web ") && ps.contains("db "), "{ps}");
+}
+
+#[test]
+fn reading_logs_is_its_own_action() {
+    let s = scoped(
+        r#"// tankout may read the output of every pod, nothing else.
+polkit.addRule(function(action, subject) {
+    if (subject.user == "tankout" && action.id == "org.tank.pods.logs") {
+        return polkit.Result.YES;
+    }
+});
+"#,
+    );
+    for pod in ["web", "db"] {
+        let out = ok(&tankctl_as(USER_OUT, &s.bus, &["logs", pod], None));
+        assert_eq!(out, format!("hello-from-{pod}\n"));
+    }
+    // ... but not run anything in them.
+    assert_denied(
+        &s,
+        USER_OUT,
+        &["exec", "web", "--", "true"],
+        "org.tank.pods.exec",
+    );
+    let err = text(&gdbus_as(
+        USER_OUT,
+        &s.bus,
+        "Attach",
+        &["'web'", "''"],
+        false,
+    ));
+    assert!(err.contains(DENIED), "{err}");
+    // The test rules logged only what the logs rule did not answer.
+    let log = s.polkit.log_text();
+    assert!(!log.contains("org.tank.pods.logs for"), "{log}");
+    assert_asked(
+        &s.polkit,
+        "org.tank.pods.exec",
+        USER_OUT,
+        r#" verb="exec" pod="web" container="main" command_line="true""#,
+    );
+}
+
+#[test]
+fn rules_see_the_verb_the_container_and_the_command_line() {
+    let s = scoped(
+        r#"// tankout may run exactly `cat /etc/hostname` and `sh -c 'echo "$(hostname)"'`
+// in container main of pod web, nothing else (not even attach).
+polkit.addRule(function(action, subject) {
+    if (subject.user == "tankout" && action.id == "org.tank.pods.exec" &&
+        action.lookup("verb") == "exec" && action.lookup("pod") == "web" &&
+        action.lookup("container") == "main" &&
+        (action.lookup("command_line") == "cat /etc/hostname" ||
+         action.lookup("command_line") == "sh -c 'echo \"$(hostname)\"'")) {
+        return polkit.Result.YES;
+    }
+});
+"#,
+    );
+    // The container named or not: the details carry the one it resolves to.
+    for args in [
+        &["exec", "web", "--", "cat", "/etc/hostname"][..],
+        &["exec", "-c", "main", "web", "--", "cat", "/etc/hostname"][..],
+    ] {
+        assert_eq!(ok(&tankctl_as(USER_OUT, &s.bus, args, None)), "web\n");
+    }
+    // Arguments are quoted as a shell would need them.
+    let out = ok(&tankctl_as(
+        USER_OUT,
+        &s.bus,
+        &["exec", "web", "--", "sh", "-c", "echo \"$(hostname)\""],
+        None,
+    ));
+    assert_eq!(out, "web\n");
+    // Any other command line is refused: other arguments, the same words
+    // split differently, or more of them.
+    for argv in [
+        &["cat", "/etc/passwd"][..],
+        &["cat /etc/hostname"][..],
+        &["cat", "/etc/hostname", "/etc/passwd"][..],
+        &["sh", "-c", "echo $(hostname)"][..],
+    ] {
+        let mut args = vec!["exec", "web", "--"];
+        args.extend_from_slice(argv);
+        assert_denied(&s, USER_OUT, &args, "org.tank.pods.exec");
+    }
+    assert_asked(
+        &s.polkit,
+        "org.tank.pods.exec",
+        USER_OUT,
+        r#" verb="exec" pod="web" container="main" command_line="'cat /etc/hostname'""#,
+    );
+    // The same command in another pod, and attach (verb "attach").
+    assert_denied(
+        &s,
+        USER_OUT,
+        &["exec", "db", "--", "cat", "/etc/hostname"],
+        "org.tank.pods.exec",
+    );
+    let err = text(&gdbus_as(
+        USER_OUT,
+        &s.bus,
+        "Attach",
+        &["'web'", "'main'"],
+        false,
+    ));
+    assert!(err.contains(DENIED), "{err}");
+    assert_asked(
+        &s.polkit,
+        "org.tank.pods.exec",
+        USER_OUT,
+        r#" verb="attach" pod="web" container="main""#,
+    );
+}
+
+#[test]
+fn the_example_rule_grants_group_tank_every_action() {
+    let bus = SystemBus::start();
+    let example =
+        std::fs::read_to_string(support::manifest_dir().join("polkit/50-tank.rules.example"))
+            .expect("polkit/50-tank.rules.example");
+    let _polkit = Polkit::start_with_rules(&bus, &[("50-tank.rules", &example)]);
+    let tankd = Tankd::start(&bus);
+    tankd.import_busybox();
+    tankd.apply(&hello_pod("web"));
+    tankd.wait_for("web", "running", 30, |doc| {
+        doc["status"]["containers"]["main"]["state"]
+            .get("running")
+            .is_some()
+    });
+
+    // A member of group tank: logs, exec, manage pods and images.
+    let tankctl = |user, args: &[&str]| tankctl_as(user, &bus, args, None);
+    assert_eq!(ok(&tankctl(USER_IN, &["logs", "web"])), "hello-from-web\n");
+    assert_eq!(
+        ok(&tankctl(
+            USER_IN,
+            &["exec", "web", "--", "cat", "/etc/hostname"]
+        )),
+        "web\n"
+    );
+    ok(&tankctl(USER_IN, &["image", "prune"]));
+    ok(&tankctl(USER_IN, &["delete", "web"]));
+    // Anyone else: the defaults of org.tank.policy (an administrator's
+    // password, which a call from a pipe may not ask for).
+    for (args, action) in [
+        (&["logs", "web"][..], "org.tank.pods.logs"),
+        (&["exec", "web", "--", "true"][..], "org.tank.pods.exec"),
+        (&["image", "prune"][..], "org.tank.images.manage"),
+        (&["delete", "web"][..], "org.tank.pods.manage"),
+    ] {
+        let err = failed(&tankctl(USER_OUT, args));
+        assert!(
+            err.starts_with("tankctl: interactive authentication required: ")
+                && err.contains(action),
+            "{args:?}: {err}"
+        );
     }
 }

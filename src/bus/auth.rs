@@ -8,6 +8,14 @@
 //! ALLOW_INTERACTIVE_AUTHORIZATION. The policy fails closed: polkit absent
 //! or failing means "no". Methods call [`Authorizer::check`] before doing
 //! anything else; this module never touches the store or the machine.
+//!
+//! What is asked is a [`Request`]: a [`Verb`] (which names the polkit
+//! [`Action`]) and what it is about (pod, container, volume, image, command
+//! line). polkit gets those as the details of the check, so rules can scope
+//! an action (`action.lookup("pod") == "web"`), as systemd-machined passes
+//! `machine`, `verb` and `command_line`. Turning a request into details is
+//! plain data ([`Request::details`]); the keys are documented in the README
+//! and never start with `polkit.` (polkit reserves those).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,12 +43,15 @@ const INTERACTIVE_TIMEOUT: Duration = Duration::from_secs(300);
 /// The polkit actions of `polkit/org.tank.policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Apply and Delete pods; read their full specs (env values).
+    /// Apply and Delete pods, remove their volumes; read their full specs
+    /// (env values).
     ManagePods,
     /// Pull, import, remove and prune images.
     ManageImages,
-    /// Exec into, attach to and read the logs of containers.
+    /// Exec into and attach to containers.
     ExecPods,
+    /// Read the output (logs) of containers.
+    ReadLogs,
 }
 
 impl Action {
@@ -49,6 +60,7 @@ impl Action {
             Action::ManagePods => "org.tank.pods.manage",
             Action::ManageImages => "org.tank.images.manage",
             Action::ExecPods => "org.tank.pods.exec",
+            Action::ReadLogs => "org.tank.pods.logs",
         }
     }
 }
@@ -57,6 +69,186 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.id())
     }
+}
+
+/// What a call does: the `verb` detail, one stable word per method (part
+/// of the API: rules match on it). Each verb belongs to one action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// Apply.
+    Apply,
+    /// Delete.
+    Delete,
+    /// Get: whether the env values are shown (never prompts).
+    Get,
+    /// RemoveVolume.
+    RemoveVolume,
+    /// Exec.
+    Exec,
+    /// Attach.
+    Attach,
+    /// Logs.
+    Logs,
+    /// PullImage.
+    Pull,
+    /// ImportImage.
+    Import,
+    /// RemoveImage.
+    RemoveImage,
+    /// PruneImages.
+    Prune,
+}
+
+impl Verb {
+    /// Every verb, for tests and docs.
+    pub const ALL: [Verb; 11] = [
+        Verb::Apply,
+        Verb::Delete,
+        Verb::Get,
+        Verb::RemoveVolume,
+        Verb::Exec,
+        Verb::Attach,
+        Verb::Logs,
+        Verb::Pull,
+        Verb::Import,
+        Verb::RemoveImage,
+        Verb::Prune,
+    ];
+
+    /// The word rules see as `action.lookup("verb")`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Verb::Apply => "apply",
+            Verb::Delete => "delete",
+            Verb::Get => "get",
+            Verb::RemoveVolume => "remove-volume",
+            Verb::Exec => "exec",
+            Verb::Attach => "attach",
+            Verb::Logs => "logs",
+            Verb::Pull => "pull",
+            Verb::Import => "import",
+            Verb::RemoveImage => "remove-image",
+            Verb::Prune => "prune",
+        }
+    }
+
+    /// The polkit action the verb needs.
+    pub fn action(self) -> Action {
+        match self {
+            Verb::Apply | Verb::Delete | Verb::Get | Verb::RemoveVolume => Action::ManagePods,
+            Verb::Exec | Verb::Attach => Action::ExecPods,
+            Verb::Logs => Action::ReadLogs,
+            Verb::Pull | Verb::Import | Verb::RemoveImage | Verb::Prune => Action::ManageImages,
+        }
+    }
+}
+
+/// One authorization question about a call: the verb and what it is about.
+/// Empty names are left out (they name nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub verb: Verb,
+    pub pod: Option<String>,
+    pub container: Option<String>,
+    pub volume: Option<String>,
+    /// A normalized image reference.
+    pub image: Option<String>,
+    /// The argv of Exec, shell-quoted ([`command_line`]).
+    pub command_line: Option<String>,
+}
+
+impl Request {
+    pub fn new(verb: Verb) -> Request {
+        Request {
+            verb,
+            pod: None,
+            container: None,
+            volume: None,
+            image: None,
+            command_line: None,
+        }
+    }
+
+    pub fn action(&self) -> Action {
+        self.verb.action()
+    }
+
+    pub fn pod(mut self, name: &str) -> Request {
+        self.pod = non_empty(name);
+        self
+    }
+
+    pub fn container(mut self, name: Option<&str>) -> Request {
+        self.container = name.and_then(non_empty);
+        self
+    }
+
+    pub fn volume(mut self, name: &str) -> Request {
+        self.volume = non_empty(name);
+        self
+    }
+
+    pub fn image(mut self, reference: Option<&str>) -> Request {
+        self.image = reference.and_then(non_empty);
+        self
+    }
+
+    pub fn argv(mut self, argv: &[String]) -> Request {
+        self.command_line = command_line(argv);
+        self
+    }
+
+    /// The details of polkit's CheckAuthorization: `verb` always, the
+    /// others when set.
+    pub fn details(&self) -> HashMap<&'static str, &str> {
+        let mut details = HashMap::from([("verb", self.verb.word())]);
+        for (key, value) in [
+            ("pod", &self.pod),
+            ("container", &self.container),
+            ("volume", &self.volume),
+            ("image", &self.image),
+            ("command_line", &self.command_line),
+        ] {
+            if let Some(value) = value {
+                details.insert(key, value.as_str());
+            }
+        }
+        details
+    }
+}
+
+/// For logs and messages: `org.tank.pods.exec (exec pod=web container=app)`.
+/// The command line is left out (it may carry secrets).
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}", self.action(), self.verb.word())?;
+        for (key, value) in [
+            ("pod", &self.pod),
+            ("container", &self.container),
+            ("volume", &self.volume),
+            ("image", &self.image),
+        ] {
+            if let Some(value) = value {
+                write!(f, " {key}={value}")?;
+            }
+        }
+        f.write_str(")")
+    }
+}
+
+fn non_empty(name: &str) -> Option<String> {
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
+/// `argv` as one line a POSIX shell would split back into the same words
+/// (`["sh", "-c", "echo hi"]` → `sh -c 'echo hi'`), so a rule can compare
+/// it with a command line written the way one types it. None for an empty
+/// argv, or one with a NUL byte (which no D-Bus string carries).
+pub fn command_line(argv: &[String]) -> Option<String> {
+    if argv.is_empty() {
+        return None;
+    }
+    shlex::try_join(argv.iter().map(String::as_str)).ok()
 }
 
 /// What polkit answered (or that it could not be asked).
@@ -133,11 +325,11 @@ impl Authorizer {
         })
     }
 
-    /// Ok when the sender of `header` may perform `action`; otherwise
-    /// `org.freedesktop.DBus.Error.AccessDenied`, or
+    /// Ok when the sender of `header` may do what `request` says;
+    /// otherwise `org.freedesktop.DBus.Error.AccessDenied`, or
     /// `org.freedesktop.DBus.Error.InteractiveAuthorizationRequired` when
     /// authenticating would help but the message does not allow asking.
-    pub async fn check(&self, header: &Header<'_>, action: Action) -> Result<(), BusError> {
+    pub async fn check(&self, header: &Header<'_>, request: &Request) -> Result<(), BusError> {
         let uid = self.sender_uid(header).await?;
         if uid == 0 {
             return Ok(());
@@ -146,28 +338,34 @@ impl Authorizer {
             .primary()
             .flags()
             .contains(Flags::AllowInteractiveAuth);
-        let verdict = self.ask_polkit(header, action, interactive).await;
+        let verdict = self.ask_polkit(header, request, interactive).await;
         match &verdict {
-            Verdict::Authorized => log::debug!("uid {uid}: authorized for {action}"),
+            Verdict::Authorized => log::debug!("uid {uid}: authorized for {request}"),
             Verdict::Unavailable(reason) => {
-                log::warn!("uid {uid}: denied {action}: polkit is unavailable ({reason})")
+                log::warn!("uid {uid}: denied {request}: polkit is unavailable ({reason})")
             }
-            other => log::info!("uid {uid}: denied {action} ({other:?})"),
+            other => log::info!("uid {uid}: denied {request} ({other:?})"),
         }
-        verdict.into_result(uid, action, interactive)
+        verdict.into_result(uid, request.action(), interactive)
     }
 
     /// Like [`Authorizer::check`], as a yes/no for reads that only redact.
-    /// Never prompts, whatever the message allows.
-    pub async fn allows(&self, header: &Header<'_>, action: Action) -> bool {
+    /// Never prompts, whatever the message allows. The details go to
+    /// polkit all the same, so a rule scoped to a pod answers here too.
+    pub async fn allows(&self, header: &Header<'_>, request: &Request) -> bool {
         match self.sender_uid(header).await {
             Ok(0) => true,
-            Ok(_) => self.ask_polkit(header, action, false).await == Verdict::Authorized,
+            Ok(_) => self.ask_polkit(header, request, false).await == Verdict::Authorized,
             Err(_) => false,
         }
     }
 
-    async fn ask_polkit(&self, header: &Header<'_>, action: Action, interactive: bool) -> Verdict {
+    async fn ask_polkit(
+        &self,
+        header: &Header<'_>,
+        request: &Request,
+        interactive: bool,
+    ) -> Verdict {
         let subject = match Subject::new_for_message_header(header) {
             Ok(subject) => subject,
             Err(e) => return Verdict::Unavailable(format!("no subject: {e}")),
@@ -184,8 +382,9 @@ impl Authorizer {
         } else {
             (Default::default(), CHECK_TIMEOUT)
         };
-        let details = HashMap::new();
-        let call = authority.check_authorization(&subject, action.id(), &details, flags, "");
+        let details = request.details();
+        let call =
+            authority.check_authorization(&subject, request.action().id(), &details, flags, "");
         match tokio::time::timeout(timeout, call).await {
             Ok(Ok(result)) => Verdict::of(&result),
             Ok(Err(e)) => Verdict::Unavailable(e.to_string()),
@@ -247,6 +446,141 @@ mod tests {
     }
 
     const DENIED: &str = "org.freedesktop.DBus.Error.AccessDenied";
+
+    fn details(request: &Request) -> Vec<(&'static str, &str)> {
+        let mut details: Vec<_> = request.details().into_iter().collect();
+        details.sort();
+        details
+    }
+
+    #[test]
+    fn every_verb_has_a_distinct_word_and_its_action() {
+        let table: Vec<(&str, &str)> = Verb::ALL
+            .iter()
+            .map(|v| (v.word(), v.action().id()))
+            .collect();
+        assert_eq!(
+            table,
+            [
+                ("apply", "org.tank.pods.manage"),
+                ("delete", "org.tank.pods.manage"),
+                ("get", "org.tank.pods.manage"),
+                ("remove-volume", "org.tank.pods.manage"),
+                ("exec", "org.tank.pods.exec"),
+                ("attach", "org.tank.pods.exec"),
+                ("logs", "org.tank.pods.logs"),
+                ("pull", "org.tank.images.manage"),
+                ("import", "org.tank.images.manage"),
+                ("remove-image", "org.tank.images.manage"),
+                ("prune", "org.tank.images.manage"),
+            ]
+        );
+    }
+
+    #[test]
+    fn exec_details_name_pod_container_and_command_line() {
+        let argv = ["cat", "/etc/hostname"].map(String::from);
+        let request = Request::new(Verb::Exec)
+            .pod("web")
+            .container(Some("app"))
+            .argv(&argv);
+        assert_eq!(request.action(), Action::ExecPods);
+        assert_eq!(
+            details(&request),
+            [
+                ("command_line", "cat /etc/hostname"),
+                ("container", "app"),
+                ("pod", "web"),
+                ("verb", "exec"),
+            ]
+        );
+        // Logged without the command line.
+        assert_eq!(
+            request.to_string(),
+            "org.tank.pods.exec (exec pod=web container=app)"
+        );
+    }
+
+    #[test]
+    fn empty_names_are_left_out() {
+        let request = Request::new(Verb::Attach)
+            .pod("")
+            .container(Some(""))
+            .volume("")
+            .image(Some(""))
+            .argv(&[]);
+        assert_eq!(details(&request), [("verb", "attach")]);
+        let request = Request::new(Verb::Logs).pod("db").container(None);
+        assert_eq!(details(&request), [("pod", "db"), ("verb", "logs")]);
+        assert_eq!(request.to_string(), "org.tank.pods.logs (logs pod=db)");
+    }
+
+    #[test]
+    fn volume_and_image_details() {
+        let request = Request::new(Verb::RemoveVolume).pod("web").volume("data");
+        assert_eq!(
+            details(&request),
+            [
+                ("pod", "web"),
+                ("verb", "remove-volume"),
+                ("volume", "data")
+            ]
+        );
+        let request = Request::new(Verb::Pull).image(Some("docker.io/library/busybox:1"));
+        assert_eq!(
+            details(&request),
+            [("image", "docker.io/library/busybox:1"), ("verb", "pull")]
+        );
+    }
+
+    #[test]
+    fn no_detail_is_one_polkit_reserves() {
+        // polkit.message, polkit.gettext_domain, polkit.icon_name … change
+        // what polkit shows; tank never sets them.
+        let argv = ["true".to_owned()];
+        for verb in Verb::ALL {
+            let request = Request::new(verb)
+                .pod("p")
+                .container(Some("c"))
+                .volume("v")
+                .image(Some("i"))
+                .argv(&argv);
+            for key in request.details().keys() {
+                assert!(!key.starts_with("polkit."), "{verb:?}: {key}");
+            }
+        }
+    }
+
+    #[test]
+    fn command_lines_split_back_into_the_same_words() {
+        let line =
+            |argv: &[&str]| command_line(&argv.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            line(&["cat", "/etc/hostname"]).unwrap(),
+            "cat /etc/hostname"
+        );
+        assert_eq!(line(&["sh", "-c", "echo hi"]).unwrap(), "sh -c 'echo hi'");
+        assert_eq!(
+            line(&["sh", "-c", r#"echo "$HOME""#]).unwrap(),
+            r#"sh -c 'echo "$HOME"'"#
+        );
+        // One word with a space is not two words.
+        assert_eq!(line(&["cat /etc/hostname"]).unwrap(), "'cat /etc/hostname'");
+        assert_eq!(line(&["printf", ""]).unwrap(), "printf ''");
+        assert_eq!(line(&[]), None);
+        for argv in [
+            &["sh", "-c", "echo 'it''s' \\ \"$x\" `id` $(id); rm -rf *"][..],
+            &["a\nb", "tab\there", "ünïcödé", "!", "~", "--x=y"][..],
+        ] {
+            let joined = line(argv).unwrap();
+            assert_eq!(
+                shlex::split(&joined).unwrap(),
+                argv.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "{joined}"
+            );
+        }
+        assert_eq!(line(&["nul\0byte"]), None);
+    }
 
     #[test]
     fn authorized_passes() {

@@ -1,10 +1,13 @@
 //! `org.tank.Manager` at `/org/tank/Manager`: the desired-state API.
 //!
 //! Owns the methods clients call to declare pods (Apply, Delete) and read
-//! them (Get, ListPods). Each mutating method authorizes the caller first,
-//! validates completely, then writes the store in one synced step, so bad
-//! input changes nothing. It never acts on the machine: the reconciler
-//! converges reality to what this interface writes.
+//! them (Get, ListPods). Each mutating method authorizes the caller first
+//! (an [`auth::Request`](super::auth::Request) naming what the call is
+//! about, for polkit rules), validates completely, then writes the store in
+//! one synced step, so bad input changes nothing. What the request names is
+//! read before authorization but its errors come after: an unauthorized
+//! caller gets AccessDenied whatever it sent. It never acts on the machine:
+//! the reconciler converges reality to what this interface writes.
 
 use std::sync::Arc;
 
@@ -13,11 +16,11 @@ use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::OwnedObjectPath;
 
-use super::auth::{Action, Authorizer};
+use super::auth::{Authorizer, Request, Verb};
 use super::error::BusError;
 use super::images::{images_in_use, in_use_set, list_row};
 use super::path::pod_path;
-use super::pod::{redacted, PodObjects};
+use super::pod::{container_detail, redacted, PodObjects};
 use crate::image::Images;
 use crate::runtime::manager::Runtime;
 use crate::spec::Pod;
@@ -60,6 +63,18 @@ impl Manager {
             .map_err(|e| BusError::Failed(format!("store task failed: {e}")))?
             .map_err(BusError::from)
     }
+
+    /// The container a call about container `name` of `pod` goes to, as
+    /// the details of its authorization name it ([`container_detail`]).
+    /// Exec and Attach then ask for exactly that container, so the
+    /// authorization holds for what runs even if the pod changes meanwhile.
+    /// Store errors leave it as given: the call reports them itself.
+    async fn resolved_container(&self, pod: &str, name: &str) -> Option<String> {
+        let key = pod.to_owned();
+        let record = self.with_store(move |store| store.get(&key)).await;
+        let declared = record.as_ref().ok().and_then(Option::as_ref);
+        container_detail(declared.map(|r| &r.spec), name)
+    }
 }
 
 /// The document `Get` returns.
@@ -84,8 +99,10 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         spec: &str,
     ) -> Result<OwnedObjectPath, BusError> {
-        self.auth.check(&header, Action::ManagePods).await?;
-        let pod = Pod::from_json(spec)?;
+        let parsed = Pod::from_json(spec);
+        let request = Request::new(Verb::Apply).pod(parsed.as_ref().map_or("", |p| &p.name));
+        self.auth.check(&header, &request).await?;
+        let pod = parsed?;
         let name = pod.name.clone();
         let applied = self.with_store(move |store| store.apply(pod)).await?;
         if applied.changed {
@@ -117,7 +134,8 @@ impl Manager {
                 .await
                 .ok_or_else(|| BusError::pod_not_found(name))?,
         };
-        let spec = if self.auth.allows(&header, Action::ManagePods).await {
+        let request = Request::new(Verb::Get).pod(name);
+        let spec = if self.auth.allows(&header, &request).await {
             record.spec.clone()
         } else {
             redacted(&record.spec)
@@ -156,7 +174,8 @@ impl Manager {
     /// Removes a pod from desired state; its containers are then stopped.
     /// The pod object stays, in phase Terminating, until they are gone.
     async fn delete(&self, #[zbus(header)] header: Header<'_>, name: &str) -> Result<(), BusError> {
-        self.auth.check(&header, Action::ManagePods).await?;
+        let request = Request::new(Verb::Delete).pod(name);
+        self.auth.check(&header, &request).await?;
         let key = name.to_owned();
         if self
             .with_store(move |store| store.delete(&key))
@@ -179,7 +198,9 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         reference: &str,
     ) -> Result<(String, String), BusError> {
-        self.auth.check(&header, Action::ManageImages).await?;
+        let normalized = crate::image::reference::normalize(reference);
+        let request = Request::new(Verb::Pull).image(normalized.as_deref().ok());
+        self.auth.check(&header, &request).await?;
         let record = self.images.pull(reference).await?;
         Ok((record.reference, record.manifest_digest.to_string()))
     }
@@ -202,8 +223,10 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         reference: &str,
     ) -> Result<(), BusError> {
-        self.auth.check(&header, Action::ManageImages).await?;
-        let normalized = crate::image::reference::normalize(reference)?;
+        let normalized = crate::image::reference::normalize(reference);
+        let request = Request::new(Verb::RemoveImage).image(normalized.as_deref().ok());
+        self.auth.check(&header, &request).await?;
+        let normalized = normalized?;
         let users = self
             .with_store(|store| Ok(images_in_use(store)))
             .await??
@@ -221,7 +244,7 @@ impl Manager {
         &self,
         #[zbus(header)] header: Header<'_>,
     ) -> Result<(Vec<String>, u64), BusError> {
-        self.auth.check(&header, Action::ManageImages).await?;
+        self.auth.check(&header, &Request::new(Verb::Prune)).await?;
         let in_use = self.with_store(|store| Ok(in_use_set(store))).await??;
         let report = self.images.prune(&in_use).await?;
         log::info!(
@@ -241,7 +264,9 @@ impl Manager {
         #[zbus(header)] header: Header<'_>,
         archive: zbus::zvariant::OwnedFd,
     ) -> Result<Vec<String>, BusError> {
-        self.auth.check(&header, Action::ManageImages).await?;
+        self.auth
+            .check(&header, &Request::new(Verb::Import))
+            .await?;
         let file = std::fs::File::from(std::os::fd::OwnedFd::from(archive));
         let records = self.images.import(file).await?;
         let references: Vec<String> = records.into_iter().map(|r| r.reference).collect();
@@ -263,7 +288,7 @@ impl Manager {
     /// <text>`) on the read end of a pipe: the last `tail` records (0 =
     /// all), and with `follow` every later one until the container's output
     /// ends or the reader closes the pipe. `container` may be empty for a
-    /// pod with one container.
+    /// pod with one container. Needs org.tank.pods.logs.
     #[zbus(out_args("log"))]
     async fn logs(
         &self,
@@ -273,12 +298,14 @@ impl Manager {
         follow: bool,
         tail: u32,
     ) -> Result<zbus::zvariant::OwnedFd, BusError> {
-        self.auth.check(&header, Action::ExecPods).await?;
         let key = pod.to_owned();
-        let record = self
-            .with_store(move |store| store.get(&key))
-            .await?
-            .ok_or_else(|| BusError::pod_not_found(pod))?;
+        let record = self.with_store(move |store| store.get(&key)).await;
+        let declared = record.as_ref().ok().and_then(Option::as_ref);
+        let request = Request::new(Verb::Logs)
+            .pod(pod)
+            .container(container_detail(declared.map(|r| &r.spec), container).as_deref());
+        self.auth.check(&header, &request).await?;
+        let record = record?.ok_or_else(|| BusError::pod_not_found(pod))?;
         let container = super::pod::pick_container(&record.spec, container)?;
         let path = self.runtime.log_path(pod, &container);
         let sink = self.runtime.log_sink(pod, &container);
@@ -294,7 +321,8 @@ impl Manager {
     /// (s), `rows`/`cols` (q, initial PTY size), `stdin`/`stdout`/`stderr`
     /// (h, without a tty; `/dev/null` where absent). Returns the PTY master
     /// (`/dev/null` without a tty) and a status pipe that delivers `exited
-    /// N` / `signaled N`. Needs org.tank.pods.exec.
+    /// N` / `signaled N`. Needs org.tank.pods.exec (verb `exec`, with the
+    /// pod, the container and the command line).
     #[zbus(out_args("pty", "status"))]
     async fn exec(
         &self,
@@ -304,13 +332,19 @@ impl Manager {
         argv: Vec<String>,
         opts: std::collections::HashMap<String, zbus::zvariant::OwnedValue>,
     ) -> Result<(zbus::zvariant::OwnedFd, zbus::zvariant::OwnedFd), BusError> {
-        self.auth.check(&header, Action::ExecPods).await?;
+        let container = self.resolved_container(pod, container).await;
+        let request = Request::new(Verb::Exec)
+            .pod(pod)
+            .container(container.as_deref())
+            .argv(&argv);
+        self.auth.check(&header, &request).await?;
+        let container = container.as_deref().unwrap_or_default();
         super::exec::exec(&self.store, &self.runtime, pod, container, argv, opts).await
     }
 
     /// Attaches to the terminal of a `tty: true` container's main process:
     /// its PTY master and a status pipe (as Exec). One client at a time.
-    /// Needs org.tank.pods.exec.
+    /// Needs org.tank.pods.exec (verb `attach`).
     #[zbus(out_args("pty", "status"))]
     async fn attach(
         &self,
@@ -318,7 +352,12 @@ impl Manager {
         pod: &str,
         container: &str,
     ) -> Result<(zbus::zvariant::OwnedFd, zbus::zvariant::OwnedFd), BusError> {
-        self.auth.check(&header, Action::ExecPods).await?;
+        let container = self.resolved_container(pod, container).await;
+        let request = Request::new(Verb::Attach)
+            .pod(pod)
+            .container(container.as_deref());
+        self.auth.check(&header, &request).await?;
+        let container = container.as_deref().unwrap_or_default();
         super::exec::attach(&self.store, &self.runtime, pod, container).await
     }
 
@@ -344,7 +383,8 @@ impl Manager {
         pod: &str,
         volume: &str,
     ) -> Result<(), BusError> {
-        self.auth.check(&header, Action::ManagePods).await?;
+        let request = Request::new(Verb::RemoveVolume).pod(pod).volume(volume);
+        self.auth.check(&header, &request).await?;
         let key = pod.to_owned();
         let declared = self
             .with_store(move |store| store.get(&key))

@@ -283,6 +283,15 @@ impl PodObjects {
     }
 }
 
+/// The container a call about container `name` of a pod is about, for the
+/// details of its authorization: the one [`pick_container`] resolves to
+/// when the pod is declared (`spec`), else `name` as given (None when
+/// empty). Errors are the call's own, reported after authorization.
+pub fn container_detail(spec: Option<&Pod>, name: &str) -> Option<String> {
+    spec.and_then(|pod| pick_container(pod, name).ok())
+        .or_else(|| (!name.is_empty()).then(|| name.to_owned()))
+}
+
 /// The container `name` of `pod`, or its only container when `name` is
 /// empty.
 pub fn pick_container(pod: &Pod, name: &str) -> Result<String, BusError> {
@@ -304,4 +313,33 @@ pub fn pick_container(pod: &Pod, name: &str) -> Result<String, BusError> {
     pod.container(name)
         .map(|c| c.name.clone())
         .ok_or_else(|| BusError::NotFound(format!("pod {:?} has no container {name:?}", pod.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(containers: &[&str]) -> Pod {
+        let containers: Vec<_> = containers
+            .iter()
+            .map(|c| serde_json::json!({"name": c, "image": "busybox"}))
+            .collect();
+        Pod::from_json(&serde_json::json!({"name": "web", "containers": containers}).to_string())
+            .unwrap()
+    }
+
+    #[test]
+    fn the_container_detail_is_the_resolved_one() {
+        let one = pod(&["app"]);
+        let two = pod(&["app", "side"]);
+        // Declared: the container the call goes to.
+        assert_eq!(container_detail(Some(&one), ""), Some("app".into()));
+        assert_eq!(container_detail(Some(&one), "app"), Some("app".into()));
+        assert_eq!(container_detail(Some(&two), "side"), Some("side".into()));
+        // Not resolvable (the call fails after authorization): as given.
+        assert_eq!(container_detail(Some(&two), ""), None);
+        assert_eq!(container_detail(Some(&one), "nope"), Some("nope".into()));
+        assert_eq!(container_detail(None, "app"), Some("app".into()));
+        assert_eq!(container_detail(None, ""), None);
+    }
 }

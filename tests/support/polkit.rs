@@ -3,8 +3,9 @@
 //! - [`Polkit`]: `/usr/lib/polkit-1/polkitd` on a [`SystemBus`], in a
 //!   private mount namespace where its action directory holds only the
 //!   repo's `polkit/org.tank.policy` and its rules directory only
-//!   `polkit-test.rules`: nothing of the host's polkit configuration is
-//!   touched, and parallel tests each have their own polkitd.
+//!   `polkit-test.rules` (or the rule files a test gives): nothing of the
+//!   host's polkit configuration is touched, and parallel tests each have
+//!   their own polkitd.
 //! - [`ensure_users`]: group `tank` and users `tankin` (member), `tankout`
 //!   and `tankpw` (not), created if missing.
 //! - [`as_user`], [`tankctl_as`], [`gdbus_as`]: commands run as those users
@@ -30,6 +31,11 @@ pub const USER_PW: &str = "tankpw";
 /// The group the rules (and `polkit/50-tank.rules.example`) grant.
 pub const GROUP: &str = "tank";
 
+/// The rules of [`Polkit::start`] (`polkit-test.rules`): every tank
+/// question logged with its details, then YES for group `tank`, NO for
+/// [`USER_OUT`], AUTH_ADMIN for [`USER_PW`].
+pub const TEST_RULES: (&str, &str) = ("50-tank-test.rules", include_str!("polkit-test.rules"));
+
 const POLKITD: &str = "/usr/lib/polkit-1/polkitd";
 const POLKIT_NAME: &str = "org.freedesktop.PolicyKit1";
 
@@ -46,6 +52,13 @@ impl Polkit {
     /// Starts polkitd on `bus` with the repo's actions and the test rules
     /// and waits until it owns its name.
     pub fn start(bus: &SystemBus) -> Polkit {
+        Polkit::start_with_rules(bus, &[TEST_RULES])
+    }
+
+    /// Like [`Polkit::start`], with exactly these rule files (name, text)
+    /// in its rules directory. polkit runs the rules of all files in the
+    /// order of the file names; the first rule that answers decides.
+    pub fn start_with_rules(bus: &SystemBus, rule_files: &[(&str, &str)]) -> Polkit {
         require_root();
         ensure_users();
         assert!(
@@ -67,9 +80,11 @@ impl Polkit {
         std::fs::copy(manifest_dir().join("polkit/org.tank.policy"), &policy)
             .expect("copy polkit/org.tank.policy");
         chmod(&policy, 0o644);
-        let rule_file = rules.join("50-tank-test.rules");
-        std::fs::write(&rule_file, include_str!("polkit-test.rules")).unwrap();
-        chmod(&rule_file, 0o644);
+        for (name, text) in rule_files {
+            let rule_file = rules.join(name);
+            std::fs::write(&rule_file, text).unwrap();
+            chmod(&rule_file, 0o644);
+        }
 
         let log = dir.path().join("polkitd.log");
         let out = std::fs::File::create(&log).unwrap();

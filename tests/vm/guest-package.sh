@@ -3,8 +3,9 @@
 # host (systemd 252, system D-Bus, polkitd, no logind session). Installing
 # it enables and starts tankd; its man pages and completions are in place;
 # the bus activates tankd; polkit with real users: a member of group tank
-# (with the example rule) may apply, another user may not but may read;
-# tankd and the containers log to the journal; removal stops the service.
+# (with the example rule) may apply and read logs, another user may not
+# but may read the pods; tankd and the containers log to the journal;
+# removal stops the service.
 # Exit status = number of failed checks.
 set -u
 . "${VMRUN_SHARED:-/mnt/host}/lib.sh"
@@ -94,6 +95,18 @@ check "alice: get shows the env value" \
 check "mallory: delete refused" sh -c '! runuser -u mallory -- tankctl --no-ask-password delete web'
 check "mallory cannot list tankd's state or logs" \
     sh -c '! runuser -u mallory -- ls /var/lib/tank && ! runuser -u mallory -- ls /run/tank && ! runuser -u mallory -- cat /var/lib/tank/logs/web/app.log'
+# Reading output is its own action (org.tank.pods.logs), which the example
+# rule grants too.
+alice_logs() {
+    for _ in $(seq 50); do
+        runuser -u alice -- tankctl --no-ask-password logs web | grep -qx hello-from-web && return 0
+        sleep 0.2
+    done
+    return 1
+}
+check "alice: logs" alice_logs
+check "mallory: logs refused (org.tank.pods.logs)" \
+    bash -c 'out=$(runuser -u mallory -- tankctl --no-ask-password logs web 2>&1); [ $? -ne 0 ] && grep -q org.tank.pods.logs <<<"$out"'
 
 echo "- journal"
 journal_has() {  # journal_has GREP JOURNALCTL-ARGS...
