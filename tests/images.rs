@@ -321,7 +321,7 @@ fn open_images_via(dir: &Path, registry: &Registry, proxy: &CuttingProxy) -> Arc
 
 /// Pulls `reference` through `proxy` armed to cut it after 2 MiB: the pull
 /// fails half way through the layer.
-async fn interrupted_pull(images: &Images, proxy: &CuttingProxy, reference: &str) {
+async fn interrupted_pull(images: &Arc<Images>, proxy: &CuttingProxy, reference: &str) {
     proxy.arm(2 << 20);
     let err = images.pull(reference).await.unwrap_err();
     assert!(

@@ -3,8 +3,10 @@
 //! into one), list, remove, prune, import, and pull progress.
 //!
 //! Owns the order of an image's life: manifest → config → layers (fetched
-//! and unpacked in parallel) → index record, and garbage collection of what
-//! no record references. It does not decide which images are in use: the
+//! and unpacked in parallel; each layer stored under the chain id computed
+//! from the config's diff_ids only once its content was verified against
+//! them) → index record, and garbage collection of what no record
+//! references. It does not decide which images are in use: the
 //! caller passes the references its declared pods use.
 
 use std::collections::{HashMap, HashSet};
@@ -222,10 +224,9 @@ impl Images {
         }
         self.fetch(source, reference, desc).await?;
         let blob = self.content.path(&layer.digest);
-        let chain_id = layer.chain_id.clone();
-        let media_type = layer.media_type.clone();
+        let record = layer.clone();
         let layers = Arc::clone(&self.layers);
-        tokio::task::spawn_blocking(move || layers.unpack(&chain_id, &blob, &media_type))
+        tokio::task::spawn_blocking(move || layers.unpack(&record, &blob))
             .await
             .map_err(|e| ImageError::Unpack {
                 digest: layer.chain_id.to_string(),
@@ -371,8 +372,9 @@ impl Images {
         Ok(report)
     }
 
-    /// Deletes layers and blobs that no image record references. Call with
-    /// the gc lock held exclusively.
+    /// Deletes layers and blobs that no image record references, and what
+    /// interrupted downloads left in the ingest area. Call with the gc lock
+    /// held exclusively.
     fn collect_garbage(&self) -> Result<PruneReport, ImageError> {
         let records = self.index.list()?;
         let mut blobs: HashSet<Digest> = HashSet::new();
@@ -397,6 +399,10 @@ impl Images {
                 report.blobs += 1;
             }
         }
+        // Downloads that broke off: no pull runs now (the gc lock), and the
+        // store spares any file still being written anyway.
+        let (_, ingest_bytes) = self.content.clean_ingest()?;
+        report.bytes += ingest_bytes;
         Ok(report)
     }
 
