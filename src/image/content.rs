@@ -235,7 +235,8 @@ impl ContentStore {
         // Held throughout, so no writer registers (and creates) a file
         // between the listing and the removal.
         let live = locked(&self.live);
-        let entries = std::fs::read_dir(&self.ingest).map_err(|e| ImageError::io(&self.ingest, e))?;
+        let entries =
+            std::fs::read_dir(&self.ingest).map_err(|e| ImageError::io(&self.ingest, e))?;
         let (mut files, mut bytes) = (0, 0);
         for entry in entries.filter_map(|e| e.ok()) {
             if live.contains(&entry.file_name()) {
@@ -447,7 +448,10 @@ mod tests {
         ingest.suspend();
         drop(lock);
         assert!(!store.contains(&digest), "a partial blob is never complete");
-        assert_eq!(ingest_names(dir.path()), [format!("{}.partial", digest.hex())]);
+        assert_eq!(
+            ingest_names(dir.path()),
+            [format!("{}.partial", digest.hex())]
+        );
         assert_eq!(store.locked_digests(), 0, "lock entries go when unused");
 
         // The resume starts where it stopped and verifies the whole.
@@ -508,12 +512,16 @@ mod tests {
                 received: 1025
             }
         );
-        assert_eq!(ingest.offset(), 1000, "the chunk past the limit is not written");
+        assert_eq!(
+            ingest.offset(),
+            1000,
+            "the chunk past the limit is not written"
+        );
         drop(ingest);
         assert!(ingest_names(dir.path()).is_empty());
-        assert!(err
-            .to_string()
-            .ends_with("larger than the 1024 bytes its descriptor declares: stopped after 1025 bytes"));
+        assert!(err.to_string().ends_with(
+            "larger than the 1024 bytes its descriptor declares: stopped after 1025 bytes"
+        ));
     }
 
     #[test]

@@ -187,7 +187,9 @@ mod tests {
             )
         );
         assert_eq!(
-            std::fs::read_dir(dir.path().join("layers")).unwrap().count(),
+            std::fs::read_dir(dir.path().join("layers"))
+                .unwrap()
+                .count(),
             0,
             "nothing stored, no temporary left"
         );
