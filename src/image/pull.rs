@@ -318,6 +318,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn manifests_are_capped() {
+        let reference: Reference = "127.0.0.1:5000/big:1".parse().unwrap();
+        assert!(check_manifest_size(&reference, &vec![b' '; MAX_MANIFEST_BYTES]).is_ok());
+        let err = check_manifest_size(&reference, &vec![b' '; MAX_MANIFEST_BYTES + 1]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "manifest of 127.0.0.1:5000/big:1: 4194305 bytes, more than the 4194304 bytes \
+             Tank accepts"
+        );
+    }
+
+    #[test]
     fn auth_file_forms() {
         let creds = Credentials::parse(
             "auth.json",
