@@ -8,9 +8,12 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
+use serde_json::json;
 use support::images::{
-    busybox_image, five_layer_image, foreign_image, host_arch, index, multiarch_index, oci_archive,
-    user_entrypoint_image, Pushable,
+    bulk_content, busybox_image, busybox_layer, five_layer_image, foreign_image, host_arch,
+    host_platform, image, index, multiarch_index, oci_archive, sha256_digest,
+    user_entrypoint_image, Blob, Layer, LayerBuilder, OciImage, Pushable, DEFAULT_PATH,
+    MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_TAR, MEDIA_TYPE_MANIFEST,
 };
 use support::registry::Registry;
 use support::{failed, ok, SystemBus, Tankd, TankdHome};
@@ -183,37 +186,229 @@ async fn a_tampered_blob_is_rejected_and_nothing_is_cached() {
     assert!(images.list().unwrap().is_empty());
 }
 
+/// A TCP forwarder in front of the registry: a real network fault between
+/// the real client and the real registry. While armed it cuts the
+/// connection that carries the `budget`th byte from the registry, then
+/// forwards everything; it counts the bytes it forwarded from the registry.
+struct CuttingProxy {
+    addr: String,
+    state: Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// Bytes from the registry still allowed before the cut (None: no cut).
+    budget: std::sync::Mutex<Option<u64>>,
+    sent: std::sync::atomic::AtomicU64,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl CuttingProxy {
+    fn start(upstream: &str) -> CuttingProxy {
+        use std::net::{Shutdown, TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let state = Arc::new(ProxyState::default());
+        let upstream = upstream.to_owned();
+        let accept_state = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if accept_state.stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut from_client, mut to_server) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_client, &mut to_server);
+                    let _ = to_server.shutdown(Shutdown::Write);
+                });
+                let state = Arc::clone(&accept_state);
+                std::thread::spawn(move || state.forward(server, client));
+            }
+        });
+        CuttingProxy { addr, state }
+    }
+
+    /// Cuts the connection carrying byte number `budget` (counted from now).
+    fn arm(&self, budget: u64) {
+        *self.state.budget.lock().unwrap() = Some(budget);
+    }
+
+    fn sent(&self) -> u64 {
+        self.state.sent.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// "PROXY_ADDR/REPO:TAG".
+    fn reference(&self, repo_tag: &str) -> String {
+        format!("{}/{repo_tag}", self.addr)
+    }
+}
+
+impl ProxyState {
+    fn forward(&self, mut server: std::net::TcpStream, mut client: std::net::TcpStream) {
+        use std::io::{Read, Write};
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let mut n = match server.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut cut = false;
+            {
+                let mut budget = self.budget.lock().unwrap();
+                if let Some(left) = *budget {
+                    if n as u64 >= left {
+                        n = left as usize;
+                        cut = true;
+                        *budget = None;
+                    } else {
+                        *budget = Some(left - n as u64);
+                    }
+                }
+            }
+            if client.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            self.sent
+                .fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+            if cut {
+                break;
+            }
+        }
+        let _ = client.shutdown(std::net::Shutdown::Both);
+        let _ = server.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.state
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(&self.addr);
+    }
+}
+
+/// An image of one 6 MiB incompressible gzip layer (`/big/blob`).
+fn six_mib_image() -> OciImage {
+    let mut big = LayerBuilder::new();
+    big.add_dir("big", 0o755)
+        .add_file_vec("big/blob", bulk_content(6, 0, 6 << 20), 0o644, 0, 0);
+    image(
+        vec![big.build_gzip()],
+        json!({ "Cmd": ["/bin/sh"] }),
+        host_platform(),
+    )
+}
+
+/// Insecure registries for `images` opened on `dir`: the registry and the
+/// proxy in front of it.
+fn open_images_via(dir: &Path, registry: &Registry, proxy: &CuttingProxy) -> Arc<Images> {
+    Images::open(
+        dir,
+        &RegistriesConfig {
+            insecure: vec![registry.addr.clone(), proxy.addr.clone()],
+            auth_file: None,
+        },
+    )
+    .expect("open image stores")
+}
+
+/// Pulls `reference` through `proxy` armed to cut it after 2 MiB: the pull
+/// fails half way through the layer.
+async fn interrupted_pull(images: &Arc<Images>, proxy: &CuttingProxy, reference: &str) {
+    proxy.arm(2 << 20);
+    let err = images.pull(reference).await.unwrap_err();
+    assert!(
+        matches!(err, ImageError::Registry { .. }),
+        "a cut connection is a registry error: {err}"
+    );
+}
+
 #[tokio::test]
 async fn an_interrupted_download_is_resumed() {
     let registry = Registry::start();
-    let image = five_layer_image(200, 4096);
+    let image = six_mib_image();
     registry
-        .push("five:1", &Pushable::Image(image.clone()))
+        .push("big:1", &Pushable::Image(image.clone()))
         .await;
+    let proxy = CuttingProxy::start(&registry.addr);
+    let reference = proxy.reference("big:1");
+    let blob = &image.layers[0].blob;
     let data = tempfile::tempdir().unwrap();
-    // A previous tankd died half way through the biggest layer.
-    let layer = image
-        .layers
-        .iter()
-        .max_by_key(|l| l.blob.bytes.len())
-        .unwrap();
-    let content = tank::image::content::ContentStore::open(&data.path().join("content")).unwrap();
-    let digest = tank::image::digest::Digest::parse(&layer.blob.digest).unwrap();
-    let mut ingest = content
-        .ingest(&digest, Some(layer.blob.bytes.len() as u64))
-        .unwrap();
-    let half = layer.blob.bytes.len() / 2;
-    ingest.write(&layer.blob.bytes[..half]).unwrap();
-    drop(ingest);
-    assert!(!content.contains(&digest));
+    let images = open_images_via(data.path(), &registry, &proxy);
+    interrupted_pull(&images, &proxy, &reference).await;
+    let ingest = data.path().join("content/ingest");
+    assert_eq!(files_under(&ingest), 1, "the partial download is kept");
 
-    let images = open_images(data.path(), &registry);
-    images.pull(&registry.reference("five:1")).await.unwrap();
-    assert!(content.contains(&digest));
-    assert_eq!(
-        std::fs::read(content.path(&digest)).unwrap(),
-        layer.blob.bytes
+    // The next pull resumes where the first one stopped: its first progress
+    // report starts past zero, and less than the blob crosses the proxy.
+    let mut progress = images.subscribe_progress();
+    let before = proxy.sent();
+    let record = images.pull(&reference).await.unwrap();
+    let resumed_bytes = proxy.sent() - before;
+    let first = std::iter::from_fn(|| progress.try_recv().ok())
+        .find(|p| p.layer == blob.digest)
+        .expect("progress of the layer");
+    assert!(
+        first.done > 0 && first.done < blob.size(),
+        "resumed at {} of {}",
+        first.done,
+        blob.size()
     );
+    assert!(
+        resumed_bytes < blob.size(),
+        "the resume fetched {resumed_bytes} bytes of a {}-byte blob",
+        blob.size()
+    );
+    let stored = std::fs::read(data.path().join("content/sha256").join(blob.hex())).unwrap();
+    assert_eq!(sha256_digest(&stored), blob.digest);
+    assert_eq!(files_under(&ingest), 0);
+    assert_eq!(
+        std::fs::metadata(images.layer_dirs(&record)[0].join("big/blob"))
+            .unwrap()
+            .len(),
+        6 << 20
+    );
+}
+
+#[tokio::test]
+async fn ingest_leftovers_are_removed_at_start_and_by_prune() {
+    let registry = Registry::start();
+    let image = six_mib_image();
+    registry
+        .push("big:1", &Pushable::Image(image.clone()))
+        .await;
+    let proxy = CuttingProxy::start(&registry.addr);
+    let reference = proxy.reference("big:1");
+    let data = tempfile::tempdir().unwrap();
+    let ingest = data.path().join("content/ingest");
+
+    // A tankd that stops after a download broke leaves a partial file; the
+    // next tankd removes it at start.
+    let images = open_images_via(data.path(), &registry, &proxy);
+    interrupted_pull(&images, &proxy, &reference).await;
+    assert_eq!(files_under(&ingest), 1);
+    drop(images);
+    let images = open_images_via(data.path(), &registry, &proxy);
+    assert_eq!(files_under(&ingest), 0, "ingest leftovers removed at start");
+
+    // A running tankd: prune removes it.
+    interrupted_pull(&images, &proxy, &reference).await;
+    assert_eq!(files_under(&ingest), 1);
+    let report = images.prune(&HashSet::new()).await.unwrap();
+    assert_eq!(files_under(&ingest), 0, "ingest leftovers removed by prune");
+    assert!(report.bytes > 0, "{report:?}");
+
+    // And the next pull fetches the blob whole and right.
+    let before = proxy.sent();
+    images.pull(&reference).await.unwrap();
+    assert!(proxy.sent() - before >= image.layers[0].blob.size());
 }
 
 #[tokio::test]
@@ -537,4 +732,371 @@ async fn images_over_the_bus_and_tankctl() {
             "ListImages",
         ],
     ));
+}
+
+/// The victim: busybox, then a layer with `/app/who` = "victim\n"
+/// (`Cmd ["/bin/cat", "/app/who"]`). The poison: the same busybox layer,
+/// then a layer whose bytes say "attacker\n" (and add `/app/POISONED`) but
+/// whose config declares the victim's diff_id, so it claims the victim's
+/// chain id. Also returns the real diff_id of the poisoned layer.
+fn victim_and_poison() -> (OciImage, OciImage, String) {
+    let mut app = LayerBuilder::new();
+    app.add_dir("app", 0o755)
+        .add_file("app/who", b"victim\n", 0o644, 0, 0);
+    let app = app.build_gzip();
+    let mut evil = LayerBuilder::new();
+    evil.add_dir("app", 0o755)
+        .add_file("app/who", b"attacker\n", 0o644, 0, 0)
+        .add_file("app/POISONED", b"", 0o644, 0, 0);
+    let evil = evil.build_gzip();
+    let evil_diff_id = evil.diff_id.clone();
+    let lying = Layer {
+        blob: evil.blob,
+        diff_id: app.diff_id.clone(),
+    };
+    let config = json!({ "Cmd": ["/bin/cat", "/app/who"], "Env": [DEFAULT_PATH] });
+    (
+        image(vec![busybox_layer(), app], config.clone(), host_platform()),
+        image(vec![busybox_layer(), lying], config, host_platform()),
+        evil_diff_id,
+    )
+}
+
+/// The chain id (hex) of layer `n` of `image`, from its config's diff_ids.
+fn chain_hex(image: &OciImage, n: usize) -> String {
+    let mut chain = image.layers[0].diff_id.clone();
+    for layer in &image.layers[1..=n] {
+        chain = sha256_digest(format!("{chain} {}", layer.diff_id).as_bytes());
+    }
+    chain.strip_prefix("sha256:").unwrap().to_owned()
+}
+
+/// The top layer of `record` (what a container sees at /app) holds the
+/// victim's files.
+fn assert_victim_files(images: &Images, record: &tank::image::ImageRecord) {
+    let top = &images.layer_dirs(record)[0];
+    assert_eq!(
+        std::fs::read_to_string(top.join("app/who")).unwrap(),
+        "victim\n"
+    );
+    assert!(!top.join("app/POISONED").exists());
+}
+
+/// `err` is the typed mismatch of the poisoned layer.
+fn assert_diff_id_mismatch(err: &ImageError, poison: &OciImage, victim: &OciImage, actual: &str) {
+    match err {
+        ImageError::DiffIdMismatch {
+            layer,
+            expected,
+            actual: got,
+        } => {
+            assert_eq!(layer.as_str(), poison.layers[1].blob.digest);
+            assert_eq!(expected.as_str(), victim.layers[1].diff_id);
+            assert_eq!(got.as_str(), actual);
+        }
+        other => panic!("not DiffIdMismatch: {other:?}"),
+    }
+    assert_names_the_lie(&err.to_string(), poison, victim, actual);
+}
+
+/// The error names the poisoned layer, the diff_id its config declares and
+/// the digest of what it really holds.
+fn assert_names_the_lie(message: &str, poison: &OciImage, victim: &OciImage, actual: &str) {
+    assert!(
+        message.contains(&poison.layers[1].blob.digest)
+            && message.contains(&victim.layers[1].diff_id)
+            && message.contains(actual),
+        "{message}"
+    );
+}
+
+/// The names under `layers/` (chain ids and any temporaries).
+fn layer_dirs_on_disk(data: &Path) -> HashSet<String> {
+    std::fs::read_dir(data.join("layers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_layer_lying_about_its_diff_id_cannot_poison_another_image() {
+    let registry = Registry::start();
+    let (victim, poison, evil_diff_id) = victim_and_poison();
+    registry
+        .push("victim:1", &Pushable::Image(victim.clone()))
+        .await;
+    registry
+        .push("poison:1", &Pushable::Image(poison.clone()))
+        .await;
+    let chain = chain_hex(&victim, 1);
+    assert_eq!(
+        chain,
+        chain_hex(&poison, 1),
+        "the poison claims the chain id"
+    );
+
+    // The poison first: rejected, nothing stored under the chain id.
+    let data = tempfile::tempdir().unwrap();
+    let images = open_images(data.path(), &registry);
+    let err = images
+        .pull(&registry.reference("poison:1"))
+        .await
+        .expect_err("a layer whose content is not its diff_id is rejected");
+    assert_diff_id_mismatch(&err, &poison, &victim, &evil_diff_id);
+    // Only the (verified) busybox layer may be there, or still unpacking.
+    let busybox_chain = chain_hex(&victim, 0);
+    let on_disk = layer_dirs_on_disk(data.path());
+    assert!(
+        on_disk
+            .iter()
+            .all(|name| name.trim_start_matches(".tmp-").starts_with(&busybox_chain)),
+        "{on_disk:?}"
+    );
+    assert!(images.list().unwrap().is_empty());
+    let record = images.pull(&registry.reference("victim:1")).await.unwrap();
+    assert_victim_files(&images, &record);
+
+    // The victim first: the poison cannot replace what is there.
+    let data = tempfile::tempdir().unwrap();
+    let images = open_images(data.path(), &registry);
+    let record = images.pull(&registry.reference("victim:1")).await.unwrap();
+    let _ = images.pull(&registry.reference("poison:1")).await;
+    assert_victim_files(&images, &record);
+    let again = images.pull(&registry.reference("victim:1")).await.unwrap();
+    assert_victim_files(&images, &again);
+
+    // Import goes through the same check.
+    let data = tempfile::tempdir().unwrap();
+    let images = Images::open(data.path(), &RegistriesConfig::default()).unwrap();
+    let archive = oci_archive(&[("localhost/poison:1", &Pushable::Image(poison.clone()))]);
+    let err = images
+        .import(std::io::Cursor::new(archive))
+        .await
+        .expect_err("an imported layer whose content is not its diff_id is rejected");
+    assert_diff_id_mismatch(&err, &poison, &victim, &evil_diff_id);
+    assert!(!data.path().join("layers").join(&chain).exists());
+    assert!(images.list().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_poisoned_pull_is_an_image_pull_error_and_the_victim_runs_its_own_files() {
+    let registry = Registry::start();
+    let (victim, poison, evil_diff_id) = victim_and_poison();
+    registry
+        .push("victim:1", &Pushable::Image(victim.clone()))
+        .await;
+    registry
+        .push("poison:1", &Pushable::Image(poison.clone()))
+        .await;
+    let bus = SystemBus::start();
+    let tankd = tankd_with(&bus, &registry);
+
+    let out = support::polkit::gdbus_as(
+        "0",
+        &bus,
+        "PullImage",
+        &[&format!("'{}'", registry.reference("poison:1"))],
+        false,
+    );
+    let err = failed(&out);
+    assert!(
+        err.contains("GDBus.Error:org.tank.Error.ImagePull: "),
+        "{err}"
+    );
+    assert_names_the_lie(&err, &poison, &victim, &evil_diff_id);
+
+    tankd.apply(&json!({
+        "name": "victim", "restart": "never",
+        "containers": [{"name": "main", "image": registry.reference("victim:1")}]
+    }));
+    tankd.wait_for("victim", "exit", 60, |doc| {
+        doc["status"]["containers"]["main"]["state"]
+            .get("terminated")
+            .is_some()
+    });
+    assert_eq!(ok(&tankd.tankctl(&["logs", "victim"])), "victim\n");
+}
+
+/// Two images sharing a 6 MiB layer, each with a small layer of its own.
+fn two_images_sharing_a_layer() -> (OciImage, OciImage) {
+    let shared = six_mib_image().layers[0].clone();
+    let own = |name: &str| {
+        let mut b = LayerBuilder::new();
+        b.add_file(name, name.as_bytes(), 0o644, 0, 0);
+        b.build_gzip()
+    };
+    let config = json!({ "Cmd": ["/bin/sh"] });
+    (
+        image(
+            vec![shared.clone(), own("a")],
+            config.clone(),
+            host_platform(),
+        ),
+        image(vec![shared, own("b")], config, host_platform()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_of_images_sharing_a_layer() {
+    let registry = Registry::start();
+    let (a, b) = two_images_sharing_a_layer();
+    registry.push("a:1", &Pushable::Image(a.clone())).await;
+    registry.push("b:1", &Pushable::Image(b)).await;
+    let shared = &a.layers[0].blob;
+    for round in 0..10 {
+        let data = tempfile::tempdir().unwrap();
+        let images = open_images(data.path(), &registry);
+        let pulls: Vec<_> = ["a:1", "b:1"]
+            .iter()
+            .map(|tag| {
+                let images = Arc::clone(&images);
+                let reference = registry.reference(tag);
+                tokio::spawn(async move { images.pull(&reference).await })
+            })
+            .collect();
+        for pull in pulls {
+            pull.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        let stored = std::fs::read(data.path().join("content/sha256").join(shared.hex())).unwrap();
+        assert_eq!(stored.len(), shared.bytes.len(), "round {round}");
+        assert_eq!(sha256_digest(&stored), shared.digest, "round {round}");
+        assert_eq!(files_under(&data.path().join("content/ingest")), 0);
+    }
+}
+
+#[tokio::test]
+async fn an_image_listing_one_blob_three_times_pulls_first_time() {
+    let registry = Registry::start();
+    let layer = busybox_layer();
+    let thrice = image(
+        vec![layer.clone(), layer.clone(), layer.clone()],
+        json!({ "Cmd": ["/bin/sh"] }),
+        host_platform(),
+    );
+    registry.push("thrice:1", &Pushable::Image(thrice)).await;
+    let data = tempfile::tempdir().unwrap();
+    let images = open_images(data.path(), &registry);
+    let record = images
+        .pull(&registry.reference("thrice:1"))
+        .await
+        .expect("the first pull succeeds");
+    let chains: HashSet<_> = record.layers.iter().map(|l| &l.chain_id).collect();
+    assert_eq!(chains.len(), 3);
+    for dir in images.layer_dirs(&record) {
+        assert!(dir.join("bin/busybox").is_file(), "{}", dir.display());
+    }
+    let stored = std::fs::read(data.path().join("content/sha256").join(layer.blob.hex())).unwrap();
+    assert_eq!(stored, layer.blob.bytes);
+}
+
+/// `image` with the manifest descriptor of layer `n` declaring `size`.
+fn with_declared_size(mut image: OciImage, n: usize, size: u64) -> OciImage {
+    let mut manifest: serde_json::Value = serde_json::from_slice(&image.manifest.bytes).unwrap();
+    manifest["layers"][n]["size"] = json!(size);
+    image.manifest = Blob::json(MEDIA_TYPE_MANIFEST, &manifest);
+    image
+}
+
+#[tokio::test]
+async fn a_blob_larger_than_its_descriptor_is_cut_off() {
+    let registry = Registry::start();
+    let big = Blob::new(MEDIA_TYPE_LAYER_TAR, bulk_content(8, 0, 64 << 20));
+    let layer = Layer {
+        diff_id: big.digest.clone(),
+        blob: big,
+    };
+    // The registry serves the real 64 MiB; the manifest says 1024 bytes.
+    let lying = with_declared_size(
+        image(
+            vec![layer.clone()],
+            json!({ "Cmd": ["/bin/sh"] }),
+            host_platform(),
+        ),
+        0,
+        1024,
+    );
+    registry.push("big:1", &Pushable::Image(lying)).await;
+    let data = tempfile::tempdir().unwrap();
+    let images = open_images(data.path(), &registry);
+    let err = images.pull(&registry.reference("big:1")).await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains(&layer.blob.digest)
+            && message.contains("larger than the 1024 bytes its descriptor declares"),
+        "{message}"
+    );
+    // Stopped at once: the announced length gave it away, and at most the
+    // first byte past the limit was read.
+    match err {
+        ImageError::BlobTooLarge {
+            digest,
+            limit,
+            announced,
+            received,
+        } => {
+            assert_eq!(digest.as_str(), layer.blob.digest);
+            assert_eq!(limit, 1024);
+            assert_eq!(announced, Some(64 << 20));
+            assert!(received <= 1025, "{received} bytes read");
+        }
+        other => panic!("not BlobTooLarge: {other:?}"),
+    }
+    assert_eq!(files_under(&data.path().join("content/ingest")), 0);
+    assert!(!data
+        .path()
+        .join("content/sha256")
+        .join(layer.blob.hex())
+        .exists());
+}
+
+#[tokio::test]
+async fn layers_made_by_gnu_tar_verify() {
+    // GNU tar pads an archive to 10 KiB records: the zero blocks after the
+    // end-of-archive marker are part of the diff_id.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(src.join("etc")).unwrap();
+    std::fs::write(src.join("etc/hello"), "hello from GNU tar\n").unwrap();
+    let tar = dir.path().join("layer.tar");
+    let status = std::process::Command::new("tar")
+        .args(["--numeric-owner", "-C"])
+        .arg(&src)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("etc")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let tar = std::fs::read(&tar).unwrap();
+    assert_eq!(tar.len() % 10240, 0, "a padded GNU tar");
+    let diff_id = sha256_digest(&tar);
+    let gz = Layer {
+        blob: Blob::new(MEDIA_TYPE_LAYER_GZIP, support::images::gzip(&tar)),
+        diff_id: diff_id.clone(),
+    };
+    let plain = Layer {
+        blob: Blob::new(MEDIA_TYPE_LAYER_TAR, tar),
+        diff_id,
+    };
+    let registry = Registry::start();
+    for (tag, layer) in [("gz:1", gz), ("plain:1", plain)] {
+        let img = image(
+            vec![busybox_layer(), layer],
+            json!({ "Cmd": ["/bin/sh"] }),
+            host_platform(),
+        );
+        registry.push(tag, &Pushable::Image(img)).await;
+        let data = tempfile::tempdir().unwrap();
+        let images = open_images(data.path(), &registry);
+        let record = images
+            .pull(&registry.reference(tag))
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: {e}"));
+        assert_eq!(
+            std::fs::read_to_string(images.layer_dirs(&record)[0].join("etc/hello")).unwrap(),
+            "hello from GNU tar\n"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! Content digests (`sha256:<hex>`): parsing that guarantees a digest is
-//! safe to use as a file name, hashing, and layer chain ids.
+//! safe to use as a file name, hashing (also of a stream as it is read),
+//! and layer chain ids.
 
 use std::fmt;
 
@@ -74,6 +75,41 @@ impl From<Digest> for String {
     }
 }
 
+/// A reader that hashes every byte read through it, in the caller's buffer
+/// (no copy). [`DigestReader::finish`] gives the digest only if the stream
+/// was read to its end, so a digest never describes a prefix.
+pub struct DigestReader<R> {
+    inner: R,
+    hasher: Sha256,
+    eof: bool,
+}
+
+impl<R> DigestReader<R> {
+    pub fn new(inner: R) -> DigestReader<R> {
+        DigestReader {
+            inner,
+            hasher: Sha256::new(),
+            eof: false,
+        }
+    }
+
+    /// The digest of the whole stream; `None` if its end was not reached.
+    pub fn finish(self) -> Option<Digest> {
+        self.eof.then(|| Digest::from_hasher(self.hasher))
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for DigestReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.eof = true;
+        }
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// OCI chain ids of a layer stack (bottom first): `chain[0] = diff[0]`,
 /// `chain[n] = sha256(chain[n-1] + " " + diff[n])`.
 pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
@@ -112,6 +148,20 @@ mod tests {
     #[test]
     fn hashes() {
         assert_eq!(Digest::of(b"").as_str(), B);
+    }
+
+    #[test]
+    fn digest_reader_hashes_the_whole_stream_only() {
+        use std::io::Read;
+        let data = b"some layer bytes".repeat(1000);
+        let mut reader = DigestReader::new(&data[..]);
+        let mut first = [0u8; 100];
+        reader.read_exact(&mut first).unwrap();
+        assert_eq!(reader.finish(), None, "a prefix has no digest");
+
+        let mut reader = DigestReader::new(&data[..]);
+        std::io::copy(&mut reader, &mut std::io::sink()).unwrap();
+        assert_eq!(reader.finish(), Some(Digest::of(&data)));
     }
 
     #[test]

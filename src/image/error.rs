@@ -1,5 +1,8 @@
-//! Errors of the image subsystem. Every variant carries owned text so an
-//! error can be shared between the callers of one deduplicated pull.
+//! Errors of the image subsystem. Every variant carries owned data (text,
+//! digests, sizes) so an error can be shared between the callers of one
+//! deduplicated pull.
+
+use super::digest::Digest;
 
 /// An image operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +27,42 @@ pub enum ImageError {
         expected: u64,
         actual: u64,
     },
+    /// The registry sends (or announces) more than the blob's descriptor
+    /// declares: the download stopped there.
+    #[error(
+        "blob {digest} is larger than the {limit} bytes its descriptor declares: {}",
+        too_large_detail(*.announced, *.received)
+    )]
+    BlobTooLarge {
+        digest: Digest,
+        limit: u64,
+        /// The length the registry announced (Content-Length), if that is
+        /// what gave it away before any byte was read.
+        announced: Option<u64>,
+        /// Bytes of the blob received when the download stopped.
+        received: u64,
+    },
+    /// A manifest fetched without a descriptor is over the cap.
+    #[error("manifest of {reference}: {size} bytes, more than the {limit} bytes Tank accepts")]
+    ManifestTooLarge {
+        reference: String,
+        size: u64,
+        limit: u64,
+    },
+    /// A layer's uncompressed content is not what the image config says it
+    /// is: the layer is not stored.
+    #[error(
+        "layer {layer}: its uncompressed content has digest {actual}, \
+         but the image config declares diff_id {expected}; rejected"
+    )]
+    DiffIdMismatch {
+        /// The layer blob (compressed, as in the manifest).
+        layer: Digest,
+        /// `rootfs.diff_ids[i]` of the image config.
+        expected: Digest,
+        /// The digest of the uncompressed stream as unpacked.
+        actual: Digest,
+    },
     #[error("unsupported media type {0:?}")]
     UnsupportedMediaType(String),
     #[error("{what}: {message}")]
@@ -38,6 +77,13 @@ pub enum ImageError {
     InUse { reference: String, pods: String },
     #[error("import: {0}")]
     Import(String),
+}
+
+fn too_large_detail(announced: Option<u64>, received: u64) -> String {
+    match announced {
+        Some(length) => format!("the registry announced {length} bytes, {received} were read"),
+        None => format!("stopped after {received} bytes"),
+    }
 }
 
 impl ImageError {

@@ -2,9 +2,12 @@
 //! overlayfs lower directory shared by every image that has the layer.
 //!
 //! Owns the layer directories: a layer is unpacked once into a temporary
-//! sibling, flushed to disk, then renamed into place, so a directory under
-//! its final name is always complete. Leftovers of a crash (temporaries)
-//! are removed at open. Never mounts anything.
+//! sibling, its uncompressed stream hashed on the way; only if that hash is
+//! the diff_id the image config declares is it flushed to disk and renamed
+//! into place. So a directory under its final name is always complete and
+//! always holds exactly the content its chain id names: a layer cannot
+//! claim another image's chain id with other bytes. Leftovers of a crash
+//! (temporaries) are removed at open. Never mounts anything.
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::digest::Digest;
 use super::error::ImageError;
+use super::index::LayerRecord;
 use super::unpack::{unpack_layer, Compression};
 
 const TMP_PREFIX: &str = ".tmp-";
@@ -47,14 +51,13 @@ impl LayerStore {
         self.path(chain_id).is_dir()
     }
 
-    /// Unpacks the blob at `blob` (of `media_type`) as layer `chain_id`,
-    /// unless it is there already. Blocking: run it off the async workers.
-    pub fn unpack(
-        &self,
-        chain_id: &Digest,
-        blob: &Path,
-        media_type: &str,
-    ) -> Result<(), ImageError> {
+    /// Unpacks `layer` from its blob at `blob` under its chain id, unless it
+    /// is there already; [`ImageError::DiffIdMismatch`] (and nothing
+    /// stored) if the blob's uncompressed content is not the layer's
+    /// diff_id. Blocking: run it off the async workers.
+    pub fn unpack(&self, layer: &LayerRecord, blob: &Path) -> Result<(), ImageError> {
+        let chain_id = &layer.chain_id;
+        let media_type = layer.media_type.as_str();
         let target = self.path(chain_id);
         if target.is_dir() {
             return Ok(());
@@ -77,8 +80,15 @@ impl LayerStore {
             .map_err(|e| ImageError::io(&tmp, e))?;
         let result = (|| {
             let file = std::fs::File::open(blob).map_err(|e| ImageError::io(blob, e))?;
-            unpack_layer(BufReader::with_capacity(1 << 20, file), compression, &tmp)
+            let stats = unpack_layer(BufReader::with_capacity(1 << 20, file), compression, &tmp)
                 .map_err(|e| layer_error(e.to_string()))?;
+            if stats.diff_id != layer.diff_id {
+                return Err(ImageError::DiffIdMismatch {
+                    layer: layer.digest.clone(),
+                    expected: layer.diff_id.clone(),
+                    actual: stats.diff_id,
+                });
+            }
             // Durable before it becomes visible under its final name.
             let dir = std::fs::File::open(&tmp).map_err(|e| ImageError::io(&tmp, e))?;
             nix::unistd::syncfs(&dir).map_err(|e| ImageError::io(&tmp, e.into()))?;
@@ -111,5 +121,83 @@ impl LayerStore {
     /// Chain ids of every complete layer.
     pub fn list(&self) -> Result<Vec<Digest>, ImageError> {
         Digest::named_in(&self.root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+    /// A one-file layer tar.
+    fn layer_tar(content: &[u8]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(content.len() as u64);
+        builder.append_data(&mut header, "who", content).unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    fn record(blob: &[u8], diff_id: &Digest) -> LayerRecord {
+        LayerRecord {
+            digest: Digest::of(blob),
+            media_type: TAR.to_owned(),
+            size: blob.len() as u64,
+            diff_id: diff_id.clone(),
+            chain_id: diff_id.clone(),
+        }
+    }
+
+    #[test]
+    fn a_layer_is_stored_only_if_its_content_is_its_diff_id() {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "unpacking keeps owners: run the tests as root"
+        );
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let store = LayerStore::open(&dir.path().join("layers")).unwrap();
+        let good = layer_tar(b"victim\n");
+        let evil = layer_tar(b"attacker\n");
+        let (good_path, evil_path) = (dir.path().join("good.tar"), dir.path().join("evil.tar"));
+        std::fs::write(&good_path, &good).unwrap();
+        std::fs::write(&evil_path, &evil).unwrap();
+
+        // Other bytes claiming the good layer's diff_id (so its chain id).
+        let claimed = Digest::of(&good);
+        let err = store
+            .unpack(&record(&evil, &claimed), &evil_path)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ImageError::DiffIdMismatch {
+                layer: Digest::of(&evil),
+                expected: claimed.clone(),
+                actual: Digest::of(&evil),
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "layer {}: its uncompressed content has digest {}, but the image config \
+                 declares diff_id {claimed}; rejected",
+                Digest::of(&evil),
+                Digest::of(&evil)
+            )
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("layers"))
+                .unwrap()
+                .count(),
+            0,
+            "nothing stored, no temporary left"
+        );
+
+        store.unpack(&record(&good, &claimed), &good_path).unwrap();
+        assert_eq!(
+            std::fs::read(store.path(&claimed).join("who")).unwrap(),
+            b"victim\n"
+        );
     }
 }

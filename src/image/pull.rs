@@ -1,9 +1,13 @@
 //! Registry pulls with oci-client: manifests (choosing the host's platform
 //! from an index), then blobs streamed into the content store with
-//! `pull_blob_stream` — never the in-memory `pull` — resuming an interrupted
-//! download with a range request. Owns the registry client, its protocol
-//! choice (plain HTTP only for the registries configured as insecure) and
-//! credentials. Blobs are verified by the content store, not trusted.
+//! `pull_blob_stream` — never the in-memory `pull` — one download per
+//! digest at a time, resuming a download that broke off with a range
+//! request. Owns the registry client, its protocol choice (plain HTTP only
+//! for the registries configured as insecure) and credentials. Nothing the
+//! registry sends is trusted: a blob may not exceed its descriptor's size
+//! (the download stops at the first byte too many, or before the first
+//! byte when the announced length says so), manifests are capped at
+//! [`MAX_MANIFEST_BYTES`], and the content store verifies every digest.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,6 +24,12 @@ use super::error::ImageError;
 use super::manifest::{self, Descriptor, Manifest, Parsed};
 use super::platform::Platform;
 use crate::config::RegistriesConfig;
+
+/// The most a manifest or index may have (containerd's limit too). A
+/// manifest fetched by tag has no descriptor to bound it; oci-client
+/// buffers the response, so the cap rejects it after it arrived but before
+/// it is parsed or stored.
+pub const MAX_MANIFEST_BYTES: usize = 4 << 20;
 
 /// The host's manifest of an image, stored in the content store.
 pub struct Resolved {
@@ -69,6 +79,7 @@ impl Puller {
             .pull_manifest_raw(reference, &auth, manifest::ACCEPTED)
             .await
             .map_err(|e| Self::registry_error(reference, e))?;
+        check_manifest_size(reference, &bytes)?;
         let digest = Digest::of(&bytes);
         if let Some(expected) = reference.digest() {
             if expected != digest.as_str() {
@@ -97,6 +108,7 @@ impl Puller {
                     .pull_manifest_raw(&by_digest, &auth, manifest::ACCEPTED)
                     .await
                     .map_err(|e| Self::registry_error(reference, e))?;
+                check_manifest_size(reference, &bytes)?;
                 if Digest::of(&bytes) != entry_digest {
                     return Err(ImageError::DigestMismatch {
                         expected: entry_digest.to_string(),
@@ -119,8 +131,9 @@ impl Puller {
     }
 
     /// Streams blob `desc` into the content store unless it is there,
-    /// resuming a previous partial download. `progress(done, total)` is
-    /// called as bytes arrive.
+    /// resuming a previous partial download. Downloads of one digest take
+    /// turns: a second caller waits for the first and then finds the blob
+    /// in place. `progress(done, total)` is called as bytes arrive.
     pub async fn fetch_blob(
         &self,
         reference: &Reference,
@@ -133,7 +146,12 @@ impl Puller {
             progress(desc.size, desc.size);
             return Ok(());
         }
-        let mut ingest = content.ingest(&digest, Some(desc.size))?;
+        let lock = content.lock(&digest).await;
+        if content.contains(&digest) {
+            progress(desc.size, desc.size);
+            return Ok(());
+        }
+        let mut ingest = content.resume(&lock, Some(desc.size))?;
         if ingest.offset() < desc.size || desc.size == 0 {
             // Authenticates the client for this registry (a no-op once done).
             self.client
@@ -161,9 +179,23 @@ impl Puller {
                     .await
                     .map_err(|e| Self::registry_error(reference, e))?
             };
+            // A registry announcing more than the descriptor allows is
+            // refused before its first byte.
+            if let Some(length) = stream.content_length {
+                let announced = ingest.offset().saturating_add(length);
+                if announced > desc.size {
+                    return Err(ImageError::BlobTooLarge {
+                        digest,
+                        limit: desc.size,
+                        announced: Some(announced),
+                        received: ingest.offset(),
+                    });
+                }
+            }
             progress(ingest.offset(), desc.size);
             while let Some(chunk) = stream.next().await {
                 match chunk {
+                    // Fails at the first chunk past the declared size.
                     Ok(bytes) => {
                         ingest.write(&bytes)?;
                         progress(ingest.offset(), desc.size);
@@ -172,12 +204,26 @@ impl Puller {
                     // own digest check): the commit below verifies them.
                     Err(_) if ingest.offset() == desc.size => break,
                     // Keep what arrived: the next attempt resumes.
-                    Err(e) => return Err(Self::registry_error(reference, e)),
+                    Err(e) => {
+                        ingest.suspend();
+                        return Err(Self::registry_error(reference, e));
+                    }
                 }
             }
         }
         ingest.commit()
     }
+}
+
+fn check_manifest_size(reference: &Reference, bytes: &[u8]) -> Result<(), ImageError> {
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(ImageError::ManifestTooLarge {
+            reference: reference.whole(),
+            size: bytes.len() as u64,
+            limit: MAX_MANIFEST_BYTES as u64,
+        });
+    }
+    Ok(())
 }
 
 /// Registry credentials from a docker-style auth file.
@@ -270,6 +316,18 @@ fn normalize_registry_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn manifests_are_capped() {
+        let reference: Reference = "127.0.0.1:5000/big:1".parse().unwrap();
+        assert!(check_manifest_size(&reference, &vec![b' '; MAX_MANIFEST_BYTES]).is_ok());
+        let err = check_manifest_size(&reference, &vec![b' '; MAX_MANIFEST_BYTES + 1]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "manifest of 127.0.0.1:5000/big:1: 4194305 bytes, more than the 4194304 bytes \
+             Tank accepts"
+        );
+    }
 
     #[test]
     fn auth_file_forms() {

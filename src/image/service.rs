@@ -3,8 +3,10 @@
 //! into one), list, remove, prune, import, and pull progress.
 //!
 //! Owns the order of an image's life: manifest → config → layers (fetched
-//! and unpacked in parallel) → index record, and garbage collection of what
-//! no record references. It does not decide which images are in use: the
+//! and unpacked in parallel; each layer stored under the chain id computed
+//! from the config's diff_ids only once its content was verified against
+//! them) → index record, and garbage collection of what no record
+//! references. It does not decide which images are in use: the
 //! caller passes the references its declared pods use.
 
 use std::collections::{HashMap, HashSet};
@@ -15,7 +17,7 @@ use futures_util::future::{BoxFuture, FutureExt, Shared};
 use futures_util::{StreamExt, TryStreamExt};
 use oci_client::Reference;
 use serde::Deserialize;
-use tokio::sync::{broadcast, RwLock};
+use tokio::sync::{broadcast, OwnedRwLockReadGuard, RwLock};
 
 use super::content::ContentStore;
 use super::digest::{chain_ids, Digest};
@@ -49,6 +51,11 @@ pub struct PruneReport {
 
 type PullFuture = Shared<BoxFuture<'static, Result<ImageRecord, ImageError>>>;
 
+/// A pull's or import's share of the gc lock. Layer unpacks (blocking
+/// tasks that outlive a pull that failed or was dropped) hold a clone, so
+/// garbage collection waits for them too.
+type GcShare = Arc<OwnedRwLockReadGuard<()>>;
+
 pub struct Images {
     content: ContentStore,
     layers: Arc<LayerStore>,
@@ -57,9 +64,10 @@ pub struct Images {
     host: Platform,
     inflight: Mutex<HashMap<String, PullFuture>>,
     progress: broadcast::Sender<PullProgress>,
-    /// Pulls and imports hold it shared; garbage collection exclusively,
-    /// so it never removes what an unfinished pull has written.
-    gc: RwLock<()>,
+    /// Pulls and imports (and their unpacks) hold it shared; garbage
+    /// collection exclusively, so it never removes what an unfinished pull
+    /// has written, nor runs while one downloads.
+    gc: Arc<RwLock<()>>,
 }
 
 /// Where the blobs of an image come from.
@@ -80,7 +88,7 @@ impl Images {
             host: Platform::host(),
             inflight: Mutex::new(HashMap::new()),
             progress: broadcast::channel(256).0,
-            gc: RwLock::new(()),
+            gc: Arc::new(RwLock::new(())),
         }))
     }
 
@@ -134,14 +142,19 @@ impl Images {
     }
 
     async fn pull_once(&self, reference: &Reference) -> Result<ImageRecord, ImageError> {
-        let _gc = self.gc.read().await;
+        let gc: GcShare = Arc::new(Arc::clone(&self.gc).read_owned().await);
         log::info!("pulling {}", reference.whole());
         let resolved = self
             .puller
             .resolve(reference, &self.host, &self.content)
             .await?;
         let record = self
-            .complete(reference.whole(), resolved, Source::Registry(reference))
+            .complete(
+                reference.whole(),
+                resolved,
+                Source::Registry(reference),
+                &gc,
+            )
             .await?;
         log::info!(
             "pulled {} ({}, {} layers)",
@@ -159,6 +172,7 @@ impl Images {
         reference: String,
         resolved: Resolved,
         source: Source<'_>,
+        gc: &GcShare,
     ) -> Result<ImageRecord, ImageError> {
         let Resolved {
             manifest_digest,
@@ -190,7 +204,7 @@ impl Images {
         let jobs: Vec<_> = layers
             .iter()
             .zip(&records)
-            .map(|(desc, layer)| self.ensure_layer(&source, &reference, desc, layer))
+            .map(|(desc, layer)| self.ensure_layer(&source, &reference, desc, layer, gc))
             .collect();
         futures_util::stream::iter(jobs)
             .buffer_unordered(3)
@@ -216,21 +230,26 @@ impl Images {
         reference: &str,
         desc: &Descriptor,
         layer: &LayerRecord,
+        gc: &GcShare,
     ) -> Result<(), ImageError> {
         if self.layers.contains(&layer.chain_id) {
             return Ok(());
         }
         self.fetch(source, reference, desc).await?;
         let blob = self.content.path(&layer.digest);
-        let chain_id = layer.chain_id.clone();
-        let media_type = layer.media_type.clone();
+        let record = layer.clone();
         let layers = Arc::clone(&self.layers);
-        tokio::task::spawn_blocking(move || layers.unpack(&chain_id, &blob, &media_type))
-            .await
-            .map_err(|e| ImageError::Unpack {
-                digest: layer.chain_id.to_string(),
-                message: format!("unpack task failed: {e}"),
-            })?
+        let gc = Arc::clone(gc);
+        tokio::task::spawn_blocking(move || {
+            let result = layers.unpack(&record, &blob);
+            drop(gc);
+            result
+        })
+        .await
+        .map_err(|e| ImageError::Unpack {
+            digest: layer.chain_id.to_string(),
+            message: format!("unpack task failed: {e}"),
+        })?
     }
 
     async fn fetch(
@@ -371,8 +390,9 @@ impl Images {
         Ok(report)
     }
 
-    /// Deletes layers and blobs that no image record references. Call with
-    /// the gc lock held exclusively.
+    /// Deletes layers and blobs that no image record references, and what
+    /// interrupted downloads left in the ingest area. Call with the gc lock
+    /// held exclusively.
     fn collect_garbage(&self) -> Result<PruneReport, ImageError> {
         let records = self.index.list()?;
         let mut blobs: HashSet<Digest> = HashSet::new();
@@ -397,6 +417,10 @@ impl Images {
                 report.blobs += 1;
             }
         }
+        // Downloads that broke off: no pull runs now (the gc lock), and the
+        // store spares any file still being written anyway.
+        let (_, ingest_bytes) = self.content.clean_ingest()?;
+        report.bytes += ingest_bytes;
         Ok(report)
     }
 
@@ -408,7 +432,7 @@ impl Images {
         self: &Arc<Self>,
         archive: R,
     ) -> Result<Vec<ImageRecord>, ImageError> {
-        let _gc = self.gc.read().await;
+        let gc: GcShare = Arc::new(Arc::clone(&self.gc).read_owned().await);
         let this = Arc::clone(self);
         let index = tokio::task::spawn_blocking(move || {
             super::import::read_archive(archive, &this.content)
@@ -417,7 +441,7 @@ impl Images {
         .map_err(|e| ImageError::Import(format!("import task failed: {e}")))??;
         let mut records = Vec::new();
         for (name, resolved) in super::import::resolve(&index, &self.host, &self.content)? {
-            records.push(self.complete(name, resolved, Source::Local).await?);
+            records.push(self.complete(name, resolved, Source::Local, &gc).await?);
         }
         if records.is_empty() {
             return Err(ImageError::Import(

@@ -42,6 +42,14 @@
 //!   marker is never dropped. A `./` directory entry applies to `dest`
 //!   itself; without one, `dest` keeps the mode the caller gave it.
 //!
+//! The layer's diff_id: the uncompressed stream is hashed as the unpacker
+//! reads it (a [`DigestReader`] under the tar reader, in its own buffers,
+//! no copy; on the decompressing thread when there is one), and the stream
+//! is read to its very end — the zero blocks and record padding after the
+//! tar end-of-archive marker are part of the diff_id. [`UnpackStats`]
+//! carries the digest; comparing it with the image config is the caller's
+//! job (the layer store does it before a layer gets its final name).
+//!
 //! Speed: the input is read through large buffers, file data is written in
 //! 1 MiB writes, the last parent directory fd is cached, and a compressed
 //! stream is decompressed on the calling thread while a worker thread does
@@ -73,6 +81,8 @@ use nix::sys::time::TimeSpec;
 
 use meta::Meta;
 use tree::{normalize, split_last};
+
+use super::digest::{Digest, DigestReader};
 
 /// Buffer between the (possibly compressed) input and its decoder.
 const INPUT_BUFFER: usize = 1 << 20;
@@ -114,13 +124,23 @@ impl Compression {
 }
 
 /// What an unpack did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnpackStats {
     /// Archive entries handled (including skipped ones; PAX/GNU extension
     /// headers are part of the entry they describe and not counted).
     pub entries: u64,
     /// Bytes of regular-file content written.
     pub bytes: u64,
+    /// The digest of the whole uncompressed stream (the layer's diff_id
+    /// if the layer is what its image config says).
+    pub diff_id: Digest,
+}
+
+/// What the unpacker counts as it goes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    entries: u64,
+    bytes: u64,
 }
 
 /// Why a layer could not be unpacked. Entry errors name the entry as it is
@@ -190,25 +210,46 @@ fn invalid(raw: &[u8], reason: impl Into<String>) -> UnpackError {
 }
 
 /// Unpacks the layer read from `reader` into `dest`, an existing empty
-/// directory.
+/// directory, and returns what it did with the digest of the uncompressed
+/// stream.
 pub fn unpack_layer<R: Read>(
     reader: R,
     compression: Compression,
     dest: &Path,
 ) -> Result<UnpackStats, UnpackError> {
-    match compression {
+    let (counts, diff_id) = match compression {
         Compression::None => {
-            Unpacker::new(dest)?.run(BufReader::with_capacity(INPUT_BUFFER, reader))
+            let mut input = BufReader::with_capacity(INPUT_BUFFER, DigestReader::new(reader));
+            let counts = Unpacker::new(dest)?.run(&mut input)?;
+            (counts, input.into_inner().finish())
         }
-        Compression::Gzip => pipe::unpack_pipelined(
-            flate2::bufread::MultiGzDecoder::new(BufReader::with_capacity(INPUT_BUFFER, reader)),
-            dest,
-        ),
-        Compression::Zstd => pipe::unpack_pipelined(
-            zstd::ZstdReader::new(BufReader::with_capacity(INPUT_BUFFER, reader)),
-            dest,
-        ),
-    }
+        Compression::Gzip => {
+            let mut decoded = DigestReader::new(flate2::bufread::MultiGzDecoder::new(
+                BufReader::with_capacity(INPUT_BUFFER, reader),
+            ));
+            let counts = pipe::unpack_pipelined(&mut decoded, dest)?;
+            (counts, decoded.finish())
+        }
+        Compression::Zstd => {
+            let mut decoded = DigestReader::new(zstd::ZstdReader::new(BufReader::with_capacity(
+                INPUT_BUFFER,
+                reader,
+            )));
+            let counts = pipe::unpack_pipelined(&mut decoded, dest)?;
+            (counts, decoded.finish())
+        }
+    };
+    // The unpacker reads to the end on success; this keeps a digest of a
+    // prefix from ever passing for the layer's.
+    let diff_id = diff_id.ok_or_else(|| UnpackError::Stream {
+        after: None,
+        error: io::Error::other("the layer stream was not read to its end"),
+    })?;
+    Ok(UnpackStats {
+        entries: counts.entries,
+        bytes: counts.bytes,
+        diff_id,
+    })
 }
 
 /// What an entry is, after whiteout detection.
@@ -235,7 +276,7 @@ struct Unpacker {
     raw: Vec<u8>,
     path: Vec<u8>,
     buf: Vec<u8>,
-    stats: UnpackStats,
+    stats: Counts,
 }
 
 impl Unpacker {
@@ -267,7 +308,7 @@ impl Unpacker {
             raw: Vec::new(),
             path: Vec::new(),
             buf: vec![0; COPY_BUFFER],
-            stats: UnpackStats::default(),
+            stats: Counts::default(),
         })
     }
 
@@ -278,7 +319,7 @@ impl Unpacker {
         }
     }
 
-    fn run<T: Read>(mut self, stream: T) -> Result<UnpackStats, UnpackError> {
+    fn run<T: Read>(mut self, stream: T) -> Result<Counts, UnpackError> {
         let mut archive = tar::Archive::new(stream);
         let entries = archive.entries().map_err(|e| self.stream_err(e))?;
         for entry in entries {

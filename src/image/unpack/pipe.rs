@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 
-use super::{UnpackError, UnpackStats, Unpacker};
+use super::{Counts, UnpackError, Unpacker};
 
 /// Size of one chunk of decompressed data.
 const CHUNK: usize = 1 << 20;
@@ -17,11 +17,9 @@ const QUEUE: usize = 4;
 type Chunk = io::Result<Vec<u8>>;
 
 /// Unpacks the decompressed stream `decoded` into `dest`, decompressing on
-/// this thread while another one writes the files.
-pub(super) fn unpack_pipelined<D: Read>(
-    decoded: D,
-    dest: &Path,
-) -> Result<UnpackStats, UnpackError> {
+/// this thread while another one writes the files. On success the stream
+/// was read to its end: the worker only finishes after the feeder hung up.
+pub(super) fn unpack_pipelined<D: Read>(decoded: D, dest: &Path) -> Result<Counts, UnpackError> {
     let unpacker = Unpacker::new(dest)?;
     let (data_tx, data_rx) = mpsc::sync_channel::<Chunk>(QUEUE);
     let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();

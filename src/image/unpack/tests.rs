@@ -276,7 +276,8 @@ fn regular_file_keeps_content_mode_owner_and_mtime() {
         stats,
         UnpackStats {
             entries: 1,
-            bytes: 11
+            bytes: 11,
+            diff_id: Digest::of(&layer),
         }
     );
     let path = fx.path("etc/hello");
@@ -679,7 +680,8 @@ fn sample_layer() -> Vec<u8> {
         .build()
 }
 
-fn check_sample(fx: &Fixture, stats: UnpackStats) {
+fn check_sample(fx: &Fixture, stats: UnpackStats, tar: &[u8]) {
+    assert_eq!(stats.diff_id, Digest::of(tar), "diff_id of the whole tar");
     assert_eq!(stats.entries, 6);
     assert_eq!(stats.bytes, 3_000_000);
     let data = fs::read(fx.path("usr/bin/tool")).unwrap();
@@ -718,7 +720,25 @@ fn plain_gzip_and_zstd_streams() {
         let fx = Fixture::new();
         let stats = unpack_layer(&data[..], compression, &fx.root)
             .unwrap_or_else(|e| panic!("{compression:?}: {e}"));
-        check_sample(&fx, stats);
+        check_sample(&fx, stats, &layer);
+    }
+}
+
+#[test]
+fn diff_id_covers_the_padding_after_the_end_of_archive() {
+    require_root!();
+    // As GNU tar writes it: padded to 10 KiB records, and more zero blocks.
+    let mut layer = sample_layer();
+    layer.resize(layer.len().next_multiple_of(10240) + 10240, 0);
+    for (compression, data) in [
+        (Compression::None, layer.clone()),
+        (Compression::Gzip, gzip(&layer)),
+        (Compression::Zstd, zstd(&layer)),
+    ] {
+        let fx = Fixture::new();
+        let stats = unpack_layer(&data[..], compression, &fx.root)
+            .unwrap_or_else(|e| panic!("{compression:?}: {e}"));
+        check_sample(&fx, stats, &layer);
     }
 }
 
@@ -734,6 +754,7 @@ fn multi_member_gzip_and_multi_frame_zstd() {
     check_sample(
         &fx,
         unpack_layer(&gz[..], Compression::Gzip, &fx.root).unwrap(),
+        &layer,
     );
 
     // Two frames with a skippable frame between them.
@@ -746,6 +767,7 @@ fn multi_member_gzip_and_multi_frame_zstd() {
     check_sample(
         &fx,
         unpack_layer(&zst[..], Compression::Zstd, &fx.root).unwrap(),
+        &layer,
     );
 }
 
