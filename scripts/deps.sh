@@ -20,6 +20,10 @@ packages=(
     python3
     # test images are built from busybox-static and served by a real registry
     busybox-static docker-registry
+    # the seccomp filter: libseccomp (the libseccomp crate links it);
+    # tests/seccomp.rs builds its probe with gcc -static and a Debian 12
+    # rootfs with mmdebstrap (gpg: its signed-by check)
+    libseccomp-dev gcc libc6-dev mmdebstrap gpg
     # packaging/build-deb.sh: cargo-deb resolves the shared-library
     # dependencies with dpkg-shlibdeps; the package test reads it with dpkg-deb
     dpkg-dev dpkg

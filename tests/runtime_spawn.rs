@@ -140,6 +140,9 @@ fn plan(s: &Scratch, rootfs: RootfsPlan, argv: &[&str]) -> InitPlan {
         readonly_paths: DEFAULT_READONLY_PATHS.iter().map(PathBuf::from).collect(),
         tty: false,
         capabilities: DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect(),
+        // Unconfined: these tests are about the bring-up (tests/seccomp.rs
+        // covers the filter).
+        seccomp: None,
     }
 }
 

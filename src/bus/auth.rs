@@ -406,6 +406,11 @@ impl Authorizer {
             .await
     }
 
+    /// The uid of the sender of `header`, as the bus daemon knows it.
+    pub async fn caller_uid(&self, header: &Header<'_>) -> Result<u32, BusError> {
+        self.sender_uid(header).await
+    }
+
     async fn sender_uid(&self, header: &Header<'_>) -> Result<u32, BusError> {
         let sender = header
             .sender()
@@ -415,6 +420,24 @@ impl Authorizer {
             .await
             .map_err(|e| BusError::access_denied(format!("cannot identify caller: {e}")))
     }
+}
+
+/// Whether `uid` may declare `pod`: a container without a seccomp filter
+/// (`"seccomp": "unconfined"`) weakens the host's protection against its
+/// workload, so only root may ask for one; polkit's answer for
+/// `org.tank.pods.manage` does not extend to it.
+pub fn may_declare(uid: u32, pod: &crate::spec::Pod) -> Result<(), BusError> {
+    let unconfined = pod.unconfined_containers();
+    if uid == 0 || unconfined.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = unconfined.iter().map(|c| format!("{c:?}")).collect();
+    Err(BusError::access_denied(format!(
+        "uid {uid} may not apply pod {:?}: container {} asks for \"seccomp\": \"unconfined\", \
+         which only root may declare",
+        pod.name,
+        names.join(", ")
+    )))
 }
 
 #[cfg(test)]
@@ -619,6 +642,26 @@ mod tests {
         let (name, msg) = error_name(v.into_result(7, Action::ManagePods, true));
         assert_eq!(name, DENIED);
         assert!(msg.ends_with("authentication was dismissed"), "{msg}");
+    }
+
+    #[test]
+    fn only_root_declares_unconfined_containers() {
+        let pod = |seccomp: &str| {
+            crate::spec::Pod::from_json(&format!(
+                r#"{{"name": "web", "containers": [
+                    {{"name": "a", "image": "busybox", "seccomp": "{seccomp}"}},
+                    {{"name": "b", "image": "busybox"}}]}}"#
+            ))
+            .unwrap()
+        };
+        assert!(may_declare(0, &pod("unconfined")).is_ok());
+        assert!(may_declare(1000, &pod("runtime/default")).is_ok());
+        let (name, msg) = error_name(may_declare(1000, &pod("unconfined")));
+        assert_eq!(name, DENIED);
+        assert_eq!(
+            msg,
+            r#"uid 1000 may not apply pod "web": container "a" asks for "seccomp": "unconfined", which only root may declare"#
+        );
     }
 
     #[test]

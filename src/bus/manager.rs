@@ -92,7 +92,8 @@ struct PodView<'a> {
 #[zbus::interface(name = "org.tank.Manager")]
 impl Manager {
     /// Declares a pod: `spec` is its JSON document. Returns the pod's
-    /// object path. Re-applying an identical spec changes nothing.
+    /// object path. Re-applying an identical spec changes nothing. Only
+    /// root may declare an `unconfined` container (no seccomp filter).
     #[zbus(out_args("pod"))]
     async fn apply(
         &self,
@@ -103,6 +104,10 @@ impl Manager {
         let request = Request::new(Verb::Apply).pod(parsed.as_ref().map_or("", |p| &p.name));
         self.auth.check(&header, &request).await?;
         let pod = parsed?;
+        if !pod.unconfined_containers().is_empty() {
+            let uid = self.auth.caller_uid(&header).await?;
+            super::auth::may_declare(uid, &pod)?;
+        }
         let name = pod.name.clone();
         let applied = self.with_store(move |store| store.apply(pod)).await?;
         if applied.changed {

@@ -221,6 +221,7 @@ mod tests {
             tty: false,
             mounts: Vec::new(),
             limits: Limits::default(),
+            seccomp: Default::default(),
         }
     }
 

@@ -2,7 +2,8 @@
 //! running containers.
 //!
 //! Owns the host side of an exec — the [`ExecPlan`] (the container's user,
-//! env, cwd and capabilities with the caller's overrides), the clone of the
+//! env, cwd, capabilities and seccomp filter, with the caller's
+//! overrides), the clone of the
 //! exec stage ([`super::init::exec`]) straight into the container's PID
 //! namespace, its placement in the container's cgroup at the ready
 //! checkpoint, the wait for its exit — and [`Consoles`], what tankd knows
@@ -244,7 +245,12 @@ pub async fn exec(
         pod: pod.to_owned(),
         container: container.to_owned(),
     };
-    let (pid, pidfd, cgroup) = runtime
+    let super::manager::ExecTarget {
+        pid,
+        pidfd,
+        cgroup,
+        seccomp,
+    } = runtime
         .exec_target(pod, container)
         .ok_or_else(not_running)?;
     let context = match runtime.consoles().context(pod, container) {
@@ -261,6 +267,7 @@ pub async fn exec(
         tty: request.tty,
         size: request.size,
         argv: request.argv,
+        seccomp,
     };
     let json = serde_json::to_vec(&plan).map_err(|e| SpawnError::Host {
         what: "encoding the exec plan",

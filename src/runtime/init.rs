@@ -19,8 +19,10 @@
 //!    masked and read-only paths;
 //! 6. `pivot_root(".", ".")` + detach of the old root; hostname; cwd;
 //! 7. groups, gid, uid, capabilities, `no_new_privs` ([`creds`]);
-//! 8. every fd ≥ 3 close-on-exec, signal dispositions and mask reset,
-//!    umask 022, `argv[0]` looked up in the container's `PATH`, `execve`.
+//! 8. `argv[0]` looked up in the container's `PATH`; every fd ≥ 3
+//!    close-on-exec, signal dispositions and mask reset, umask 022;
+//! 9. the seccomp filter of the plan, if any ([`crate::runtime::seccomp`]),
+//!    as the very last step: nothing but `execve` runs under it.
 //!
 //! Any failure is sent to tankd as `Error("<step> <path>: <ERRNO> (<text>)")`
 //! and the stage exits 1. It never panics on purpose; a panic anyway is
@@ -176,7 +178,7 @@ fn run(sync: BorrowedFd<'_>) -> Step<Infallible> {
 
     let env = environment(&plan.env, user.home.as_deref());
     let program = resolve_program(&plan.argv, &env)?;
-    exec(&program, &plan.argv, &env)
+    exec(&program, &plan.argv, &env, plan.seccomp.as_ref())
 }
 
 /// A PTY in the devpts at `/dev/pts` (ours: we are in the container's
@@ -330,8 +332,13 @@ fn is_executable(path: &Path) -> bool {
     regular && nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
 }
 
-/// The last steps: fds, signals, umask, execve.
-fn exec(program: &Path, argv: &[String], env: &[String]) -> Step<Infallible> {
+/// The last steps: fds, signals, umask, the seccomp filter, execve.
+fn exec(
+    program: &Path,
+    argv: &[String],
+    env: &[String],
+    seccomp: Option<&crate::runtime::seccomp::SeccompProgram>,
+) -> Step<Infallible> {
     let cstr = |s: &[u8], what: &str| {
         CString::new(s)
             .map_err(|_| format!("exec {}: {what} contains a NUL byte", program.display()))
@@ -349,6 +356,12 @@ fn exec(program: &Path, argv: &[String], env: &[String]) -> Step<Infallible> {
     close_other_fds();
     reset_signals();
     nix::sys::stat::umask(Mode::from_bits_truncate(0o022));
+    if let Some(filter) = seccomp {
+        if let Err(e) = crate::runtime::seccomp::load(filter) {
+            let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), None);
+            return Err(failed("load", "the seccomp filter", e));
+        }
+    }
     let errno = match nix::unistd::execve(&c_program, &c_argv, &c_env) {
         Err(e) => e,
         Ok(never) => match never {},

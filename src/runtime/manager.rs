@@ -26,6 +26,7 @@ use super::plan::{
     DEFAULT_READONLY_PATHS,
 };
 use super::record::{ContainerRecord, RunDir};
+use super::seccomp::{SeccompError, SeccompProgram};
 use super::spawn::{self, ExitStatus, Spawner, Stdio};
 use super::volumes::Volumes;
 use crate::image::runconfig::RunConfig;
@@ -33,7 +34,7 @@ use crate::net::etc::{write_pod_etc, PodEtc, Resolv};
 use crate::net::host::Host;
 use crate::net::macvlan::{configure_nics, observe_nics};
 use crate::net::netns::NetnsDir;
-use crate::spec::{Container, Network, Pod, VolumeSource};
+use crate::spec::{Container, Network, Pod, Seccomp, VolumeSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -47,6 +48,8 @@ pub enum RuntimeError {
     Net(#[from] crate::net::NetError),
     #[error("volume: {0}")]
     Volume(#[from] super::volumes::VolumeError),
+    #[error("{0}")]
+    Seccomp(#[from] SeccompError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -118,6 +121,8 @@ struct Live {
     pid: u32,
     pidfd: Arc<OwnedFd>,
     cgroup: Arc<ContainerCgroup>,
+    /// The profile its processes (and so its execs) run under.
+    seccomp: Seccomp,
     /// Flips to true once the watcher has torn the container down.
     gone: watch::Receiver<bool>,
 }
@@ -136,6 +141,17 @@ pub struct Runtime {
     events: broadcast::Sender<RuntimeEvent>,
     /// Exec contexts and terminals of running containers.
     consoles: super::exec::Consoles,
+    /// The compiled `runtime/default` seccomp filter.
+    seccomp: SeccompProgram,
+}
+
+/// What an exec joins: a running container's PID 1, its cgroup, and the
+/// seccomp filter its processes run under (`None`: unconfined).
+pub struct ExecTarget {
+    pub pid: u32,
+    pub pidfd: Arc<OwnedFd>,
+    pub cgroup: Arc<ContainerCgroup>,
+    pub seccomp: Option<SeccompProgram>,
 }
 
 impl Runtime {
@@ -151,6 +167,9 @@ impl Runtime {
         spawner: Spawner,
     ) -> Result<Arc<Runtime>, RuntimeError> {
         let cgroups = Cgroups::detect(&config.cgroups)?;
+        // Compiled now (once per process): a libseccomp problem stops
+        // tankd at start instead of failing every container.
+        let seccomp = super::seccomp::default_program()?.clone();
         for dir in [config.data_dir.join("containers"), config.run_dir.clone()] {
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
@@ -166,6 +185,7 @@ impl Runtime {
             logs: Mutex::new(HashMap::new()),
             events: broadcast::channel(1024).0,
             consoles: Default::default(),
+            seccomp,
         }))
     }
 
@@ -451,6 +471,7 @@ impl Runtime {
             readonly_paths: DEFAULT_READONLY_PATHS.iter().map(PathBuf::from).collect(),
             capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
             tty: container.tty,
+            seccomp: self.seccomp_program(container.seccomp),
         };
 
         let cgroup = Arc::new(self.cgroups.create(
@@ -491,7 +512,8 @@ impl Runtime {
         let started_at = SystemTime::now();
         let pid = started.pid;
         // None: it exited already, and the watcher reaps it at once.
-        if let Some(record) = ContainerRecord::of(pid, started_at) {
+        if let Some(mut record) = ContainerRecord::of(pid, started_at) {
+            record.seccomp = container.seccomp;
             if let Err(e) = run_dir.write_record(&record) {
                 log::warn!(
                     "{}/{}: no record for a later tankd: {e}",
@@ -506,7 +528,7 @@ impl Runtime {
             started.pty,
             self.log_sink(&pod.name, &container.name),
         );
-        self.watch(key, pid, started.pidfd, cgroup, true);
+        self.watch(key, pid, started.pidfd, cgroup, container.seccomp, true);
         log::info!("{}/{}: started, pid {pid}", pod.name, container.name);
         Ok(Started { pid, started_at })
     }
@@ -541,7 +563,14 @@ impl Runtime {
         if let Err(e) = self.drain_output(&key, &run_dir) {
             log::warn!("{pod}/{container}: output not drained: {e}");
         }
-        self.watch(key, record.pid, pidfd, Arc::new(cgroup), false);
+        self.watch(
+            key,
+            record.pid,
+            pidfd,
+            Arc::new(cgroup),
+            record.seccomp,
+            false,
+        );
         log::info!("{pod}/{container}: adopted, pid {}", record.pid);
         Some(Started {
             pid: record.pid,
@@ -576,6 +605,7 @@ impl Runtime {
         pid: u32,
         pidfd: OwnedFd,
         cgroup: Arc<ContainerCgroup>,
+        seccomp: Seccomp,
         child: bool,
     ) {
         let pidfd = Arc::new(pidfd);
@@ -586,6 +616,7 @@ impl Runtime {
                 pid,
                 pidfd: Arc::clone(&pidfd),
                 cgroup: Arc::clone(&cgroup),
+                seccomp,
                 gone: gone_rx,
             },
         );
@@ -705,18 +736,26 @@ impl Runtime {
             .map(|l| l.pid)
     }
 
-    /// What an exec joins: a running container's PID 1 (pid, pidfd) and
-    /// its cgroup.
-    pub fn exec_target(
-        &self,
-        pod: &str,
-        container: &str,
-    ) -> Option<(u32, Arc<OwnedFd>, Arc<ContainerCgroup>)> {
+    /// What an exec into a running container joins.
+    pub fn exec_target(&self, pod: &str, container: &str) -> Option<ExecTarget> {
         self.live
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&(pod.to_owned(), container.to_owned()))
-            .map(|l| (l.pid, Arc::clone(&l.pidfd), Arc::clone(&l.cgroup)))
+            .map(|l| ExecTarget {
+                pid: l.pid,
+                pidfd: Arc::clone(&l.pidfd),
+                cgroup: Arc::clone(&l.cgroup),
+                seccomp: self.seccomp_program(l.seccomp),
+            })
+    }
+
+    /// The filter a profile stands for (`None`: unconfined).
+    fn seccomp_program(&self, profile: Seccomp) -> Option<SeccompProgram> {
+        match profile {
+            Seccomp::RuntimeDefault => Some(self.seccomp.clone()),
+            Seccomp::Unconfined => None,
+        }
     }
 
     /// Exec contexts and terminals of the running containers.

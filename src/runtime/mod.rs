@@ -14,5 +14,6 @@ pub mod logs;
 pub mod manager;
 pub mod plan;
 pub mod record;
+pub mod seccomp;
 pub mod spawn;
 pub mod volumes;

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::seccomp::SeccompProgram;
+
 /// How the container's root filesystem is made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -75,6 +77,10 @@ pub struct InitPlan {
     /// master goes to tankd ([`SyncMessage::Console`]).
     #[serde(default)]
     pub tty: bool,
+    /// The seccomp filter the stage loads as its last step before `execve`
+    /// (after `no_new_privs`); `None`: the container is `unconfined`.
+    #[serde(default)]
+    pub seccomp: Option<SeccompProgram>,
 }
 
 /// A process started in a running container (`Exec`): what the exec stage
@@ -97,6 +103,9 @@ pub struct ExecPlan {
     /// The PTY's initial window size (rows, columns), so that the process
     /// sees the client's size from its first instruction.
     pub size: Option<(u16, u16)>,
+    /// The container's seccomp filter (as [`InitPlan::seccomp`]).
+    #[serde(default)]
+    pub seccomp: Option<SeccompProgram>,
 }
 
 /// Docker's default capability set.

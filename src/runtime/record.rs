@@ -3,7 +3,8 @@
 //!
 //! - `record.json`: the pid of its PID 1, that process's start time (clock
 //!   ticks since boot, field 22 of `/proc/<pid>/stat`, so a recycled pid is
-//!   never mistaken for it) and when it started;
+//!   never mistaken for it), when it started, and its seccomp profile (so
+//!   that an exec into an adopted container gets the same filter);
 //! - `stdout`, `stderr`: the FIFOs its output goes through. The container
 //!   holds them open read-write, so it always has a reader of its own: a
 //!   tankd that dies (or is upgraded) never kills it with SIGPIPE; output
@@ -22,6 +23,7 @@ use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
 use super::logs::Stream;
+use crate::spec::Seccomp;
 
 /// The record of one running container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +33,11 @@ pub struct ContainerRecord {
     pub start_ticks: u64,
     /// When it started, in ms since the Unix epoch.
     pub started_at_ms: u64,
+    /// The seccomp profile its processes run under. Records written before
+    /// the field existed read as `runtime/default`: an exec gets the filter
+    /// (never less confinement than asked for).
+    #[serde(default)]
+    pub seccomp: Seccomp,
 }
 
 impl ContainerRecord {
@@ -44,6 +51,7 @@ impl ContainerRecord {
                 .duration_since(UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_millis() as u64,
+            seccomp: Seccomp::default(),
         })
     }
 
@@ -205,5 +213,22 @@ mod tests {
         run.remove();
         assert!(!run.path().exists());
         assert_eq!(run.read_record(), None);
+    }
+
+    #[test]
+    fn records_keep_the_seccomp_profile() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = RunDir::new(tmp.path(), "pod", "c");
+        run.create().unwrap();
+        let mut record = ContainerRecord::of(std::process::id(), SystemTime::now()).unwrap();
+        record.seccomp = Seccomp::Unconfined;
+        run.write_record(&record).unwrap();
+        assert_eq!(run.read_record().unwrap().seccomp, Seccomp::Unconfined);
+        let text = std::fs::read_to_string(run.path().join("record.json")).unwrap();
+        assert!(text.contains(r#""seccomp":"unconfined""#), "{text}");
+        // A record of an older tankd: the filter applies.
+        let old = r#"{"pid": 1, "start_ticks": 2, "started_at_ms": 3}"#;
+        let old: ContainerRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(old.seccomp, Seccomp::RuntimeDefault);
     }
 }

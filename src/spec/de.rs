@@ -6,7 +6,9 @@
 //!   (and, through `serde_path_to_error`, the field path);
 //! - `VolumeSource`, written as a plain `{"host": ...}` map (`serde_norway`
 //!   would write the derived enum as a YAML tag, `!host /etc/api`);
-//! - the limit counts, so that negative numbers get the spec's message.
+//! - the limit counts, so that negative numbers get the spec's message;
+//! - `Seccomp`, a string whose values are spelled like Kubernetes' profile
+//!   names (`runtime/default`), not like Rust identifiers.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -16,7 +18,7 @@ use serde::de::{self, MapAccess, Unexpected, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{validate, Image, Network, NicNetwork, VolumeSource};
+use super::{validate, Image, Network, NicNetwork, Seccomp, VolumeSource};
 
 impl Serialize for Network {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -153,4 +155,33 @@ pub(super) fn microseconds<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Er
     d.deserialize_u64(Count {
         unit: validate::MICROSECONDS,
     })
+}
+
+impl Serialize for Seccomp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Seccomp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SeccompVisitor;
+
+        impl Visitor<'_> for SeccompVisitor {
+            type Value = Seccomp;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#""runtime/default" or "unconfined""#)
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Seccomp, E> {
+                [Seccomp::RuntimeDefault, Seccomp::Unconfined]
+                    .into_iter()
+                    .find(|s| s.as_str() == v)
+                    .ok_or_else(|| E::invalid_value(Unexpected::Str(v), &self))
+            }
+        }
+
+        deserializer.deserialize_str(SeccompVisitor)
+    }
 }

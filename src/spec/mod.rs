@@ -137,6 +137,41 @@ pub struct Container {
     pub mounts: Vec<Mount>,
     #[serde(default)]
     pub limits: Limits,
+    /// The system-call filter of the container's processes (DESIGN §6).
+    /// Left out of the canonical form when it is the default, so that the
+    /// specs stored before the field existed keep their exact bytes.
+    #[serde(default, skip_serializing_if = "Seccomp::is_default")]
+    pub seccomp: Seccomp,
+}
+
+/// The seccomp profile of a container: JSON `"runtime/default"` (the
+/// default: Tank's built-in profile) or `"unconfined"` (no filter; only
+/// root may apply it). Serialized by hand (in `de`) as that string.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Seccomp {
+    #[default]
+    RuntimeDefault,
+    Unconfined,
+}
+
+impl Seccomp {
+    pub fn is_default(&self) -> bool {
+        *self == Seccomp::RuntimeDefault
+    }
+
+    /// The spelling in the spec.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Seccomp::RuntimeDefault => "runtime/default",
+            Seccomp::Unconfined => "unconfined",
+        }
+    }
+}
+
+impl fmt::Display for Seccomp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Where a container's root filesystem comes from: JSON `"busybox:1.36"` or
@@ -264,8 +299,9 @@ impl Pod {
         validate::pod(self)
     }
 
-    /// Compact JSON with every default written out and maps sorted: two specs
-    /// with the same meaning give the same bytes.
+    /// Compact JSON with every default written out (except a container's
+    /// default `seccomp`, see [`Container::seccomp`]) and maps sorted: two
+    /// specs with the same meaning give the same bytes.
     ///
     /// # Panics
     /// If a path is not UTF-8, which `validate` rejects.
@@ -281,6 +317,16 @@ impl Pod {
 
     pub fn container(&self, name: &str) -> Option<&Container> {
         self.containers.iter().find(|c| c.name == name)
+    }
+
+    /// The containers that run without a seccomp filter (`"unconfined"`),
+    /// which only root may declare.
+    pub fn unconfined_containers(&self) -> Vec<&str> {
+        self.containers
+            .iter()
+            .filter(|c| c.seccomp == Seccomp::Unconfined)
+            .map(|c| c.name.as_str())
+            .collect()
     }
 }
 

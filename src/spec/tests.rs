@@ -231,7 +231,7 @@ fn serde_errors_carry_the_path() {
     assert_eq!(
         error(doc),
         "containers[0].imag: unknown field `imag`, expected one of `name`, `image`, `command`, \
-         `args`, `env`, `working_dir`, `tty`, `mounts`, `limits`"
+         `args`, `env`, `working_dir`, `tty`, `mounts`, `limits`, `seccomp`"
     );
 
     let mut doc = minimal();
@@ -381,10 +381,10 @@ fn everything() -> Pod {
     doc["containers"][0]["env"] =
         json!({"PORT": "8080", "DEBUG": "yes", "EMPTY": "", "VERSION": "1.36", "NIL": "null"});
     doc["containers"][0]["tty"] = json!(true);
-    doc["containers"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"name": "sidecar", "image": {"rootfs": "/srv/rootfs"}, "args": []}));
+    doc["containers"].as_array_mut().unwrap().push(
+        json!({"name": "sidecar", "image": {"rootfs": "/srv/rootfs"}, "args": [],
+                     "seccomp": "unconfined"}),
+    );
     Pod::new(doc).unwrap()
 }
 
@@ -423,6 +423,75 @@ fn canonical_json_ignores_key_order_and_explicit_defaults() {
     assert_eq!(
         terse,
         r#"{"name":"web","restart":"always","network":"none","volumes":[],"containers":[{"name":"app","image":"busybox:1.36","env":{"A":"1","B":"2"},"tty":false,"mounts":[],"limits":{}}],"stop_grace_period_s":10}"#
+    );
+}
+
+#[test]
+fn seccomp_defaults_to_the_runtime_profile_and_keeps_old_specs_bytes() {
+    let pod = Pod::new(minimal()).unwrap();
+    assert_eq!(pod.containers[0].seccomp, Seccomp::RuntimeDefault);
+    assert!(pod.unconfined_containers().is_empty());
+    // Explicit default = omitted: the canonical form of a spec written
+    // before the field existed does not change (no generation bump, no
+    // restart after an upgrade).
+    let mut explicit = minimal();
+    explicit["containers"][0]["seccomp"] = json!("runtime/default");
+    let explicit = Pod::new(explicit).unwrap();
+    assert_eq!(explicit, pod);
+    assert_eq!(explicit.to_canonical_json(), pod.to_canonical_json());
+    assert!(!pod.to_canonical_json().contains("seccomp"));
+}
+
+#[test]
+fn seccomp_unconfined_is_written_out() {
+    let mut doc = minimal();
+    doc["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "free", "image": "busybox:1.36", "seccomp": "unconfined"}));
+    let pod = Pod::new(doc).unwrap();
+    assert_eq!(pod.containers[1].seccomp, Seccomp::Unconfined);
+    assert_eq!(pod.unconfined_containers(), ["free"]);
+    let json = pod.to_canonical_json();
+    let free = r#"{"name":"free","image":"busybox:1.36","env":{},"tty":false,"mounts":[],"limits":{},"seccomp":"unconfined"}"#;
+    assert!(json.contains(free), "{json}");
+    let yaml = pod.to_yaml();
+    assert!(yaml.contains("seccomp: unconfined"), "{yaml}");
+    assert_eq!(Pod::from_yaml(&yaml).unwrap(), pod);
+}
+
+#[test]
+fn seccomp_rejects_anything_else_naming_the_field() {
+    let with = |value: Value| {
+        let mut doc = minimal();
+        doc["containers"][0]["seccomp"] = value;
+        error(doc)
+    };
+    let expected = r#"expected "runtime/default" or "unconfined""#;
+    for (value, got) in [
+        (json!("bogus"), r#"invalid value: string "bogus""#),
+        (json!("Unconfined"), r#"invalid value: string "Unconfined""#),
+        (
+            json!("runtime/default "),
+            r#"invalid value: string "runtime/default ""#,
+        ),
+        (json!(""), r#"invalid value: string """#),
+        (json!(3), "invalid type: integer `3`"),
+        (json!(null), "invalid type: null"),
+        (json!({"profile": "x"}), "invalid type: map"),
+        (json!(["unconfined"]), "invalid type: sequence"),
+    ] {
+        assert_eq!(
+            with(value.clone()),
+            format!("containers[0].seccomp: {got}, {expected}"),
+            "{value}"
+        );
+    }
+    // The same from YAML.
+    let yaml = "name: web\ncontainers:\n- name: app\n  image: busybox\n  seccomp: none\n";
+    assert_eq!(
+        Pod::from_yaml(yaml).unwrap_err().to_string(),
+        format!(r#"containers[0].seccomp: invalid value: string "none", {expected}"#)
     );
 }
 

@@ -17,8 +17,9 @@
 //!    and its master goes to tankd (`Console`);
 //! 5. groups, ids, capabilities (the container's bounding set), cwd (as the
 //!    user), `no_new_privs`;
-//! 6. fds, signals, umask, `PATH` lookup and `execve` as the init stage
-//!    does (the exec makes us dumpable again, as any process).
+//! 6. `PATH` lookup, fds, signals, umask, the container's seccomp filter
+//!    (none if it is `unconfined`) and `execve`, as the init stage does
+//!    (the exec makes us dumpable again, as any process).
 //!
 //! Failures are reported like the init stage's (`Error(...)`, exit 1).
 
@@ -93,5 +94,5 @@ fn run(sync: BorrowedFd<'_>) -> Step<Infallible> {
 
     let env = environment(&plan.env, user.home.as_deref());
     let program = resolve_program(&plan.argv, &env)?;
-    exec(&program, &plan.argv, &env)
+    exec(&program, &plan.argv, &env, plan.seccomp.as_ref())
 }
