@@ -140,6 +140,7 @@ fn plan(s: &Scratch, rootfs: RootfsPlan, argv: &[&str]) -> InitPlan {
         readonly_paths: DEFAULT_READONLY_PATHS.iter().map(PathBuf::from).collect(),
         tty: false,
         capabilities: DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect(),
+        cgroup: Default::default(),
     }
 }
 

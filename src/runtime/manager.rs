@@ -446,6 +446,7 @@ impl Runtime {
             readonly_paths: DEFAULT_READONLY_PATHS.iter().map(PathBuf::from).collect(),
             capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
             tty: container.tty,
+            cgroup: self.cgroups.view(),
         };
 
         let cgroup = Arc::new(self.cgroups.create(
