@@ -553,3 +553,48 @@ fn a_process_joins_every_hierarchy_of_the_view() {
         assert!(!d.exists(), "{} left behind", d.display());
     }
 }
+
+#[test]
+fn a_cgroup_made_by_an_older_tankd_is_joined_where_it_exists() {
+    // tankd before the cgroup namespace view joined five hierarchies only;
+    // an exec into such a container (adopted after an upgrade) must still
+    // work, joining those.
+    let root = Root::new();
+    let cg = root.cgroups.create("old", "c", &Limits::default()).unwrap();
+    let old = ["memory", "pids", "cpu", "cpuacct", "freezer"];
+    for mount in all_mounts() {
+        let name = mount.file_name().unwrap().to_string_lossy().into_owned();
+        if !old.contains(&name.as_str()) {
+            std::fs::remove_dir(mount.join(&root.name).join("pods/old/c")).unwrap();
+        }
+    }
+    let mut p = Proc::sh("read x; cat /proc/self/cgroup");
+    p.place_and_go(&cg);
+    let (status, out) = p.wait();
+    assert!(status.success(), "{out}");
+    let own = format!("/{}/pods/old/c", root.name);
+    let ours = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    for line in out.lines() {
+        let (id_and_controllers, path) = line.rsplit_once(':').unwrap();
+        let in_old = old
+            .iter()
+            .any(|h| id_and_controllers.split([':', ',']).any(|c| c == *h));
+        if in_old {
+            assert_eq!(path, own, "{out}");
+        } else {
+            // Where the old container has no cgroup: where it was (ours).
+            assert!(ours.lines().any(|l| l == line), "{line}\n{out}");
+        }
+    }
+    cg.kill_all().unwrap();
+
+    // Gone everywhere: an error, not a silent success.
+    let cg = root.cgroups.open("old", "c").unwrap().unwrap();
+    cg.delete().unwrap();
+    let gone = root.cgroups.create("old", "d", &Limits::default()).unwrap();
+    for d in root.dirs("old", Some("d")) {
+        std::fs::remove_dir(d).unwrap();
+    }
+    let err = gone.add_process(std::process::id()).unwrap_err();
+    assert!(err.to_string().contains("pods/old/d"), "{err}");
+}

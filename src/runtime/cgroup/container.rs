@@ -144,14 +144,44 @@ impl ContainerCgroup {
     /// Moves process `pid` (all its threads) into this cgroup: every
     /// hierarchy's `cgroup.procs` on v1 (and the unified one of a hybrid
     /// host), the one `cgroup.procs` on v2.
+    ///
+    /// v1: only the hierarchies in which this cgroup exists. A container
+    /// started by an older tankd, which joined fewer hierarchies, has none
+    /// in the others: there a process exec'd into it stays in tankd's
+    /// cgroup, where the container's PID 1 is too (and its cgroup
+    /// namespace's root). Missing everywhere is an error.
     pub fn add_process(&self, pid: u32) -> Result<()> {
-        self.cg
-            .add_task_by_tgid(CgroupPid::from(u64::from(pid)))
-            .map_err(self.lib_err(format!("adding process {pid}")))?;
-        if let Some(dir) = &self.unified_dir {
+        let tgid = CgroupPid::from(u64::from(pid));
+        if self.v2_dir.is_some() {
+            return self
+                .cg
+                .add_task_by_tgid(tgid)
+                .map_err(self.lib_err(format!("adding process {pid}")));
+        }
+        let mut joined = 0;
+        for sub in self.cg.subsystems() {
+            let controller = sub.to_controller();
+            if !controller.path().is_dir() {
+                continue;
+            }
+            controller.add_task_by_tgid(&tgid).map_err(Self::ctl_err(
+                controller.path(),
+                format!("adding process {pid}"),
+            ))?;
+            joined += 1;
+        }
+        if let Some(dir) = self.unified_dir.as_ref().filter(|d| d.is_dir()) {
             let procs = dir.join("cgroup.procs");
             std::fs::write(&procs, pid.to_string())
                 .map_err(io_err(format!("adding process {pid} to"), &procs))?;
+            joined += 1;
+        }
+        if joined == 0 {
+            return Err(CgroupError::Io {
+                op: format!("adding process {pid} to"),
+                path: self.name.clone(),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            });
         }
         Ok(())
     }
