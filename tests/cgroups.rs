@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tank::runtime::cgroup::{CgroupConfig, CgroupError, Cgroups, ContainerCgroup};
+use tank::runtime::plan::CgroupView;
 use tank::spec::{CpuLimit, Limits};
 
 const MIB: u64 = 1 << 20;
@@ -22,15 +23,28 @@ static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// Mount points of the v1 hierarchies.
 fn v1_mounts() -> Vec<PathBuf> {
+    cgroup_mounts("cgroup")
+}
+
+/// Mount points of the cgroup file systems of type `fstype`.
+fn cgroup_mounts(fstype: &str) -> Vec<PathBuf> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup")
+            (right.split_whitespace().next()? == fstype)
                 .then(|| PathBuf::from(left.split_whitespace().nth(4).unwrap()))
         })
         .collect()
+}
+
+/// Mount points of every hierarchy a container joins on this hybrid host:
+/// the v1 ones and the unified one.
+fn all_mounts() -> Vec<PathBuf> {
+    let mut all = v1_mounts();
+    all.extend(cgroup_mounts("cgroup2"));
+    all
 }
 
 /// A private `v1_root`; dropping it kills and removes everything below it.
@@ -55,9 +69,9 @@ impl Root {
         Root { cgroups, name }
     }
 
-    /// `<mount>/<root>/pods/<pod>[/<container>]` in every v1 hierarchy.
+    /// `<mount>/<root>/pods/<pod>[/<container>]` in every hierarchy.
     fn dirs(&self, pod: &str, container: Option<&str>) -> Vec<PathBuf> {
-        v1_mounts()
+        all_mounts()
             .into_iter()
             .map(|m| {
                 let d = m.join(&self.name).join("pods").join(pod);
@@ -94,7 +108,7 @@ impl Drop for Root {
                 let _ = self.cgroups.remove_pod(&pod);
             }
         }
-        for m in v1_mounts() {
+        for m in all_mounts() {
             rmdir_tree(&m.join(&self.name));
         }
     }
@@ -246,11 +260,15 @@ fn limits_are_written_and_read_back() {
     assert_eq!(read(&v1_file(&cg, "cpu", "cpu.cfs_quota_us")), "50000");
     assert_eq!(read(&v1_file(&cg, "cpu", "cpu.cfs_period_us")), "100000");
 
-    // One cgroup.procs per joined hierarchy, all present.
+    // One cgroup.procs per hierarchy (every v1 one and the unified one of
+    // this hybrid host), all present: the container's cgroup namespace has
+    // its own cgroup as the root in each.
     let files = cg.procs_files();
-    assert_eq!(files.len(), 5, "{files:?}");
-    for hier in ["memory", "pids", "cpu", "cpuacct", "freezer"] {
-        assert!(v1_file(&cg, hier, "cgroup.procs").exists(), "{hier}");
+    assert_eq!(files.len(), all_mounts().len(), "{files:?}");
+    for mount in all_mounts() {
+        let file = mount.join(&root.name).join("pods/web/app/cgroup.procs");
+        assert!(files.contains(&file), "{} not in {files:?}", file.display());
+        assert!(file.exists(), "{}", file.display());
     }
 
     // Clearing every limit.
@@ -481,4 +499,102 @@ fn failed_limit_removes_a_new_cgroup() {
     for d in root.dirs("f", Some("bad")) {
         assert!(!d.exists(), "{}", d.display());
     }
+}
+
+#[test]
+fn a_process_joins_every_hierarchy_of_the_view() {
+    let root = Root::new();
+    // The view: every hierarchy this host shows in /sys/fs/cgroup, under
+    // the host's names, and its links.
+    let CgroupView::Hierarchies { mounts, links } = root.cgroups.view() else {
+        panic!("this machine is hybrid: a v1 view expected");
+    };
+    let mut dirs: Vec<String> = mounts.iter().map(|m| m.dir.clone()).collect();
+    dirs.sort();
+    let mut host_dirs = vec![];
+    let mut host_links = vec![];
+    for entry in std::fs::read_dir("/sys/fs/cgroup").unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().unwrap().is_symlink() {
+            let target = std::fs::read_link(entry.path()).unwrap();
+            host_links.push((name, target.to_string_lossy().into_owned()));
+        } else {
+            host_dirs.push(name);
+        }
+    }
+    host_dirs.sort();
+    assert_eq!(dirs, host_dirs, "{mounts:?}");
+    let mut links: Vec<(String, String)> = links.into_iter().map(|l| (l.name, l.target)).collect();
+    links.sort();
+    host_links.sort();
+    assert_eq!(links, host_links);
+    for m in &mounts {
+        assert_eq!(m.v2, m.dir == "unified", "{m:?}");
+    }
+
+    // A process placed in a container's cgroup is in it in every
+    // hierarchy (its cgroup namespace root will be that cgroup in all).
+    let cg = root.cgroups.create("v", "c", &Limits::default()).unwrap();
+    let mut p = Proc::sh("read x; cat /proc/self/cgroup");
+    p.place_and_go(&cg);
+    let (status, out) = p.wait();
+    assert!(status.success(), "{out}");
+    let own = format!("/{}/pods/v/c", root.name);
+    let lines: Vec<&str> = out.lines().collect();
+    let ours = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    assert_eq!(lines.len(), ours.lines().count(), "{out}");
+    for line in lines {
+        assert_eq!(line.splitn(3, ':').nth(2), Some(own.as_str()), "{out}");
+    }
+    cg.kill_all().unwrap();
+    cg.delete().unwrap();
+    for d in root.dirs("v", Some("c")) {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+}
+
+#[test]
+fn a_cgroup_made_by_an_older_tankd_is_joined_where_it_exists() {
+    // tankd before the cgroup namespace view joined five hierarchies only;
+    // an exec into such a container (adopted after an upgrade) must still
+    // work, joining those.
+    let root = Root::new();
+    let cg = root.cgroups.create("old", "c", &Limits::default()).unwrap();
+    let old = ["memory", "pids", "cpu", "cpuacct", "freezer"];
+    for mount in all_mounts() {
+        let name = mount.file_name().unwrap().to_string_lossy().into_owned();
+        if !old.contains(&name.as_str()) {
+            std::fs::remove_dir(mount.join(&root.name).join("pods/old/c")).unwrap();
+        }
+    }
+    let mut p = Proc::sh("read x; cat /proc/self/cgroup");
+    p.place_and_go(&cg);
+    let (status, out) = p.wait();
+    assert!(status.success(), "{out}");
+    let own = format!("/{}/pods/old/c", root.name);
+    let ours = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    for line in out.lines() {
+        let (id_and_controllers, path) = line.rsplit_once(':').unwrap();
+        let in_old = old
+            .iter()
+            .any(|h| id_and_controllers.split([':', ',']).any(|c| c == *h));
+        if in_old {
+            assert_eq!(path, own, "{out}");
+        } else {
+            // Where the old container has no cgroup: where it was (ours).
+            assert!(ours.lines().any(|l| l == line), "{line}\n{out}");
+        }
+    }
+    cg.kill_all().unwrap();
+
+    // Gone everywhere: an error, not a silent success.
+    let cg = root.cgroups.open("old", "c").unwrap().unwrap();
+    cg.delete().unwrap();
+    let gone = root.cgroups.create("old", "d", &Limits::default()).unwrap();
+    for d in root.dirs("old", Some("d")) {
+        std::fs::remove_dir(d).unwrap();
+    }
+    let err = gone.add_process(std::process::id()).unwrap_err();
+    assert!(err.to_string().contains("pods/old/d"), "{err}");
 }

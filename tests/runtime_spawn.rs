@@ -143,6 +143,7 @@ fn plan(s: &Scratch, rootfs: RootfsPlan, argv: &[&str]) -> InitPlan {
         // Unconfined: these tests are about the bring-up (tests/seccomp.rs
         // covers the filter).
         seccomp: None,
+        cgroup: Default::default(),
     }
 }
 

@@ -15,10 +15,23 @@
 //!   `cgroup.controllers`) are enabled in the `cgroup.subtree_control` of
 //!   the root, of `pods` and of each `pods/<pod>`.
 //! - **cgroup v1 / hybrid** (this development machine): the root is
-//!   `<v1_root>` (configurable, default `tank`) at the top of the memory,
-//!   pids, cpu, cpuacct and freezer hierarchies; a container joins all five.
-//!   Other v1 hierarchies (cpuset, devices, blkio, name=systemd…) are left
-//!   alone. The unified hierarchy of a hybrid host is not used.
+//!   `<v1_root>` (configurable, default `tank`) at the top of every mounted
+//!   v1 hierarchy cgroups-rs knows (memory, pids, cpu, cpuacct, freezer,
+//!   cpuset, devices, blkio, …, and `name=systemd`) and, on a hybrid host,
+//!   of the unified hierarchy too (no controller is enabled there); a
+//!   container joins all of them. Limits are set in memory, pids and cpu
+//!   only; the others are joined so that the container's cgroup namespace
+//!   has the container's own cgroup as its root in every hierarchy it can
+//!   see (see below). A hierarchy cgroups-rs does not know (`misc`, another
+//!   named one) is left alone and stays invisible to containers.
+//!
+//! What containers see of it ([`Cgroups::view`], mounted by the init stage
+//! on `/sys/fs/cgroup` after it unshared its cgroup namespace, once tankd
+//! has placed it): on v2 the `cgroup2` root, on v1/hybrid one mount per
+//! joined hierarchy, named as on the host (parsed from tankd's
+//! `/proc/self/mountinfo` once, at start). Every joined hierarchy is also a
+//! visible one: a hierarchy a container had not joined would show, at its
+//! namespace root, tankd's own cgroup and whatever is below it.
 //!
 //! What cgroups-rs (0.5) does here, and where plain file I/O is used instead:
 //!
@@ -60,15 +73,15 @@ use std::time::{Duration, Instant};
 
 use cgroups_rs::fs::cgroup::Cgroup;
 use cgroups_rs::fs::hierarchies::{self, V1, V2};
+use cgroups_rs::fs::Hierarchy;
 
+use crate::runtime::plan::CgroupView;
 use crate::spec::Limits;
 
 /// The subtree of tankd's cgroup that holds the pods.
 const PODS: &str = "pods";
 /// The v2 leaf that holds tankd's own processes.
 const SUPERVISOR: &str = "supervisor";
-/// v1 hierarchies a container joins.
-const V1_CONTROLLERS: [&str; 5] = ["memory", "pids", "cpu", "cpuacct", "freezer"];
 /// v2 controllers enabled for the pods.
 const V2_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 /// How long `kill_all` keeps killing before giving up.
@@ -168,8 +181,15 @@ enum Mode {
         hier: V1,
         /// `v1_root`, relative to each hierarchy.
         root: PathBuf,
+        /// The cgroups-rs names of the controllers (and `name=systemd`)
+        /// whose hierarchies a container joins.
+        controllers: Vec<String>,
+        /// A hybrid host's unified (cgroup2) mount point, joined too.
+        unified: Option<PathBuf>,
         /// `<mount>/<v1_root>/pods` of every joined hierarchy, deduplicated.
         pods_dirs: Vec<PathBuf>,
+        /// What containers see at /sys/fs/cgroup.
+        view: CgroupView,
     },
     V2 {
         /// tankd's delegated cgroup, relative to the cgroup2 mount.
@@ -290,31 +310,45 @@ impl Cgroups {
     fn detect_v1(v1_root: &str) -> Result<Mode> {
         let hier = V1::new();
         let root = PathBuf::from(v1_root);
-        let probe = load_v1(&hier, &root);
-        let mut found = vec![];
-        let mut pods_dirs = vec![];
-        for sub in probe.subsystems() {
-            found.push(sub.controller_name());
-            let dir = sub.to_controller().path().join(PODS);
-            if !pods_dirs.contains(&dir) {
-                pods_dirs.push(dir);
+        // Every v1 hierarchy cgroups-rs finds (it matches the same
+        // mountinfo by controller name) is joined.
+        let subsystems = hier.subsystems();
+        let mut controllers: Vec<String> = vec![];
+        let mut mount_points: Vec<PathBuf> = vec![];
+        for sub in &subsystems {
+            controllers.push(sub.controller_name());
+            let point = sub.to_controller().path().to_path_buf();
+            if !mount_points.contains(&point) {
+                mount_points.push(point);
             }
         }
         for c in ["memory", "pids", "cpu"] {
-            if !found.iter().any(|f| f == c) {
+            if !controllers.iter().any(|f| f == c) {
                 log::warn!("cgroup v1: no {c} hierarchy is mounted: {c} limits will fail");
             }
         }
-        if pods_dirs.is_empty() {
+        if mount_points.is_empty() {
             return Err(CgroupError::Setup(format!(
-                "neither cgroup v2 at {} nor any of the v1 hierarchies {V1_CONTROLLERS:?} is mounted",
+                "neither cgroup v2 at {} nor any v1 hierarchy is mounted",
                 hierarchies::UNIFIED_MOUNTPOINT
             )));
         }
+        let mountinfo = read(Path::new("/proc/self/mountinfo"))?;
+        let mounted = parse::cgroup_hierarchies(&mountinfo);
+        let unified = mounted.iter().find(|h| h.v2).map(|h| h.mount_point.clone());
+        let view = parse::v1_view(&mounted, |h| h.v2 || mount_points.contains(&h.mount_point));
+        let mut pods_dirs: Vec<PathBuf> = mount_points
+            .iter()
+            .map(|m| m.join(&root).join(PODS))
+            .collect();
+        pods_dirs.extend(unified.iter().map(|m| m.join(&root).join(PODS)));
         Ok(Mode::V1 {
             hier,
             root,
+            controllers,
+            unified,
             pods_dirs,
+            view,
         })
     }
 
@@ -364,6 +398,16 @@ impl Cgroups {
         matches!(*self.inner, Mode::V2 { .. })
     }
 
+    /// What a container sees at `/sys/fs/cgroup` (for its
+    /// [`InitPlan`](crate::runtime::plan::InitPlan)): the hierarchies it
+    /// joins, as the host mounted them; computed once, at start.
+    pub fn view(&self) -> CgroupView {
+        match &*self.inner {
+            Mode::V1 { view, .. } => view.clone(),
+            Mode::V2 { .. } => CgroupView::Unified,
+        }
+    }
+
     /// One line for the log: mode, root and controllers.
     pub fn describe(&self) -> String {
         match &*self.inner {
@@ -396,9 +440,15 @@ impl Cgroups {
     fn handle(&self, pod: &str, container: &str) -> ContainerCgroup {
         let rel = self.rel(pod, container);
         match &*self.inner {
-            Mode::V1 { hier, .. } => ContainerCgroup {
-                cg: load_v1(hier, &rel),
+            Mode::V1 {
+                hier,
+                controllers,
+                unified,
+                ..
+            } => ContainerCgroup {
+                cg: load_v1(hier, &rel, controllers),
                 v2_dir: None,
+                unified_dir: unified.as_ref().map(|m| m.join(&rel)),
                 name: rel,
             },
             Mode::V2 { base, .. } => {
@@ -406,6 +456,7 @@ impl Cgroups {
                 ContainerCgroup {
                     cg: Cgroup::load(Box::new(V2::new()), &rel),
                     v2_dir: Some(dir.clone()),
+                    unified_dir: None,
                     name: dir,
                 }
             }
@@ -420,14 +471,19 @@ impl Cgroups {
         let cgroup = self.handle(pod, container);
         let existed = cgroup.exists();
         match &*self.inner {
-            Mode::V1 { .. } => cgroup
-                .cg
-                .create()
-                .map_err(|source| CgroupError::Controller {
-                    cgroup: cgroup.name.clone(),
-                    op: format!("creating it in the hierarchies {V1_CONTROLLERS:?}"),
-                    source,
-                })?,
+            Mode::V1 { controllers, .. } => {
+                cgroup
+                    .cg
+                    .create()
+                    .map_err(|source| CgroupError::Controller {
+                        cgroup: cgroup.name.clone(),
+                        op: format!("creating it in the hierarchies {controllers:?}"),
+                        source,
+                    })?;
+                if let Some(dir) = &cgroup.unified_dir {
+                    std::fs::create_dir_all(dir).map_err(io_err("creating cgroup", dir))?;
+                }
+            }
             Mode::V2 {
                 base, controllers, ..
             } => {
@@ -495,12 +551,8 @@ impl Cgroups {
     }
 }
 
-fn load_v1(hier: &V1, rel: &Path) -> Cgroup {
-    Cgroup::load_with_specified_controllers(
-        Box::new(hier.clone()),
-        rel,
-        V1_CONTROLLERS.iter().map(|c| c.to_string()).collect(),
-    )
+fn load_v1(hier: &V1, rel: &Path, controllers: &[String]) -> Cgroup {
+    Cgroup::load_with_specified_controllers(Box::new(hier.clone()), rel, controllers.to_vec())
 }
 
 /// Moves every process in `from` to `to` (v2 `cgroup.procs` moves whole

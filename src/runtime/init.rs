@@ -11,10 +11,11 @@
 //! 2. send `Ready` and wait for `Go` (tankd puts us in our cgroup meanwhile);
 //! 3. `unshare(CLONE_NEWCGROUP)` (so the cgroup ns root is our own cgroup);
 //!    make `/` rprivate;
-//! 4. the rootfs (overlay or rbind) and, inside it, `/proc`, `/sys`, `/dev`
-//!    (tmpfs + nodes), `/dev/pts`, `/dev/shm`, `/dev/mqueue`, the plan's bind
-//!    mounts, the cwd; every destination resolved inside the rootfs
-//!    ([`mounts`]);
+//! 4. the rootfs (overlay or rbind) and, inside it, `/proc`, `/sys`,
+//!    `/sys/fs/cgroup` (the plan's [`CgroupView`](super::plan::CgroupView):
+//!    the container's own cgroups, read-only), `/dev` (tmpfs + nodes),
+//!    `/dev/pts`, `/dev/shm`, `/dev/mqueue`, the plan's bind mounts, the
+//!    cwd; every destination resolved inside the rootfs ([`mounts`]);
 //! 5. the user, resolved in the rootfs's own `/etc/passwd`/`/etc/group`;
 //!    masked and read-only paths;
 //! 6. `pivot_root(".", ".")` + detach of the old root; hostname; cwd;

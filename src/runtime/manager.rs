@@ -472,6 +472,7 @@ impl Runtime {
             capabilities: DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect(),
             tty: container.tty,
             seccomp: self.seccomp_program(container.seccomp),
+            cgroup: self.cgroups.view(),
         };
 
         let cgroup = Arc::new(self.cgroups.create(

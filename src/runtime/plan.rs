@@ -81,6 +81,69 @@ pub struct InitPlan {
     /// (after `no_new_privs`); `None`: the container is `unconfined`.
     #[serde(default)]
     pub seccomp: Option<SeccompProgram>,
+    /// What the container sees at `/sys/fs/cgroup`.
+    #[serde(default)]
+    pub cgroup: CgroupView,
+}
+
+/// The container's view of its cgroups at `/sys/fs/cgroup`, read-only.
+///
+/// The init stage mounts it after `unshare(CLONE_NEWCGROUP)`, once tankd
+/// has put it in its cgroup in every hierarchy listed here: a fresh cgroup
+/// (v1 or v2) mount made inside a cgroup namespace shows the namespace's
+/// root, i.e. the container's own cgroup, never its parents or siblings.
+/// Computed once by tankd from its mounts (`Cgroups::view`), not by the
+/// init stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CgroupView {
+    /// cgroup v2 host: `cgroup2` mounted on `/sys/fs/cgroup` itself.
+    Unified,
+    /// cgroup v1 / hybrid host: a tmpfs on `/sys/fs/cgroup` holding one
+    /// mount per hierarchy and the links for co-mounted controllers
+    /// (`cpu -> cpu,cpuacct`). No mounts: an empty tmpfs (a container
+    /// without a cgroup of its own sees nothing).
+    Hierarchies {
+        mounts: Vec<CgroupMount>,
+        links: Vec<CgroupLink>,
+    },
+}
+
+impl Default for CgroupView {
+    fn default() -> Self {
+        CgroupView::Hierarchies {
+            mounts: Vec::new(),
+            links: Vec::new(),
+        }
+    }
+}
+
+/// One hierarchy under `/sys/fs/cgroup` (v1/hybrid hosts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupMount {
+    /// Its directory in `/sys/fs/cgroup`, one path component (`memory`,
+    /// `cpu,cpuacct`, `systemd`, `unified`): the host's name for it.
+    pub dir: String,
+    /// `cgroup2` (the unified hierarchy of a hybrid host) rather than a v1
+    /// `cgroup` mount.
+    pub v2: bool,
+    /// The mount data that selects the host's hierarchy (`memory`,
+    /// `cpu,cpuacct`, `none,name=systemd`, `xattr`, ...); empty for cgroup2.
+    pub data: String,
+}
+
+/// A symbolic link `/sys/fs/cgroup/<name>` -> `<target>` (both one path
+/// component).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CgroupLink {
+    pub name: String,
+    pub target: String,
+}
+
+/// Whether `name` is one plain path component (a [`CgroupMount::dir`],
+/// a [`CgroupLink`] name or target).
+pub fn is_component(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
 }
 
 /// A process started in a running container (`Exec`): what the exec stage

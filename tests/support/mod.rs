@@ -209,8 +209,13 @@ impl Drop for TankdHome {
     fn drop(&mut self) {
         // Whatever a test left: containers' cgroups (killed) and netns pins.
         let root = self.v1_root();
-        for hierarchy in ["memory", "pids", "cpu,cpuacct", "cpu", "cpuacct", "freezer"] {
-            let base = Path::new("/sys/fs/cgroup").join(hierarchy).join(&root);
+        // Every hierarchy (containers join them all).
+        for entry in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let base = entry.path().join(&root);
             if base.exists() {
                 remove_cgroup_tree(&base);
             }

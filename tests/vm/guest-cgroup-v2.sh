@@ -28,7 +28,7 @@ check "controllers enabled for pods" grep -q memory "$base/pods/cgroup.subtree_c
 
 cat > /tmp/limited.json <<EOT
 {"name": "limited", "containers": [{"name": "main", "image": {"rootfs": "$R"},
-  "command": ["/bin/sleep", "1000"],
+  "command": ["/bin/sh", "-c", "cat /sys/fs/cgroup/memory.max; exec sleep 1000"],
   "limits": {"memory": 67108864, "pids": 20, "cpu": {"quota_us": 50000, "period_us": 100000}}}]}
 EOT
 check "apply a pod with limits" tankctl apply -f /tmp/limited.json
@@ -40,6 +40,30 @@ check "the container's PID 1 is in it" grep -qx "$pid" "$ccg/cgroup.procs"
 check "memory.max = 64 MiB" grep -qx 67108864 "$ccg/memory.max"
 check "pids.max = 20" grep -qx 20 "$ccg/pids.max"
 check "cpu.max = 50000 100000" grep -qx "50000 100000" "$ccg/cpu.max"
+
+# What the container sees: its own cgroup as the root of its cgroup
+# namespace and of a read-only cgroup2 mount on /sys/fs/cgroup, with its
+# limits, and nothing above or beside it.
+inside() { tankctl exec limited -- "$@"; }
+is() {  # is WHAT EXPECTED CMD...: CMD prints exactly EXPECTED
+    local what=$1 want=$2 got; shift 2
+    got=$("$@" 2>&1)
+    if [ "$got" = "$want" ]; then ok "$what"; else bad "$what (got: $got)"; fi
+}
+is "inside: memory.max = 64 MiB" 67108864 inside cat /sys/fs/cgroup/memory.max
+is "inside: pids.max = 20" 20 inside cat /sys/fs/cgroup/pids.max
+is "inside: cpu.max = 50000 100000" "50000 100000" inside cat /sys/fs/cgroup/cpu.max
+is "inside: /proc/self/cgroup of an exec is 0::/" "0::/" inside cat /proc/self/cgroup
+is "inside: /proc/1/cgroup is 0::/" "0::/" inside cat /proc/1/cgroup
+is "inside: no cgroup below its own (no pods dir, no other pod)" '/sys/fs/cgroup/*/' \
+    inside sh -c 'echo /sys/fs/cgroup/*/'
+check "inside: its PID 1 is at the root" sh -c "tankctl exec limited -- cat /sys/fs/cgroup/cgroup.procs | grep -qx 1"
+check "inside: a read-only cgroup2 mount of its own cgroup" sh -c \
+    "tankctl exec limited -- cat /proc/self/mountinfo | grep -q ' / /sys/fs/cgroup ro,nosuid,nodev,noexec.* - cgroup2 '"
+check "inside: writing a limit fails (EROFS)" sh -c \
+    "tankctl exec limited -- sh -c 'echo 5 > /sys/fs/cgroup/pids.max' 2>&1 | grep -q 'Read-only file system'"
+check "the limit is unchanged" grep -qx 20 "$ccg/pids.max"
+is "PID 1 read its memory.max at start" 67108864 tankctl logs limited
 
 cat > /tmp/oom.json <<EOT
 {"name": "oom", "restart": "never", "containers": [{"name": "main", "image": {"rootfs": "$R"},

@@ -2,7 +2,8 @@
 # The real-systemd test: boots a throwaway Debian 12 VM (systemd 252, pure
 # cgroup v2, system D-Bus, polkit) with ../shared/vm/vm-run.sh and runs
 # guest-*.sh there, each in its own boot, against this build's Debian
-# package. Prints "vm: N passed, M failed". As root.
+# package (`run.sh tests/vm/guest-X.sh …`: only those). Prints "vm: N
+# passed, M failed". As root.
 set -euo pipefail
 . "$(dirname "$0")/../../scripts/env.sh"
 cd "$TANK_ROOT"
@@ -21,8 +22,11 @@ trap 'rm -rf "$share"' EXIT
 cp "$deb" /bin/busybox tests/vm/lib.sh "$share/"
 # An image to import in the guest, as a user without a registry would.
 tests/vm/oci-archive.sh "$share/busybox.oci.tar" localhost/vm/busybox:1
+# Arguments: the guest scripts to run (default: every tests/vm/guest-*.sh).
+guests=("$@")
+[ ${#guests[@]} -gt 0 ] || guests=(tests/vm/guest-*.sh)
 passed=0 failed=0
-for guest in tests/vm/guest-*.sh; do
+for guest in "${guests[@]}"; do
     echo "vm: $guest"
     if "$VM_RUN" --timeout 900 "$share" "$guest"; then
         passed=$((passed+1))

@@ -29,6 +29,9 @@ pub struct ContainerCgroup {
     pub(super) cg: Cgroup,
     /// v2: the directory; v1: None.
     pub(super) v2_dir: Option<PathBuf>,
+    /// v1 on a hybrid host: the directory in the unified hierarchy (no
+    /// controllers; joined so that the container's view of it is its own).
+    pub(super) unified_dir: Option<PathBuf>,
     /// For messages: the v2 directory, or `<v1_root>/pods/<pod>/<container>`.
     pub(super) name: PathBuf,
 }
@@ -52,7 +55,8 @@ fn remove_tree(dir: &Path) -> Result<()> {
 
 impl ContainerCgroup {
     /// The directories of this cgroup: one per joined v1 hierarchy
-    /// (deduplicated: co-mounted controllers share one), or the v2 one.
+    /// (deduplicated: co-mounted controllers share one) and the unified one
+    /// of a hybrid host, or the v2 one.
     fn dirs(&self) -> Vec<PathBuf> {
         if let Some(dir) = &self.v2_dir {
             return vec![dir.clone()];
@@ -64,6 +68,7 @@ impl ContainerCgroup {
                 dirs.push(p);
             }
         }
+        dirs.extend(self.unified_dir.iter().cloned());
         dirs
     }
 
@@ -137,11 +142,48 @@ impl ContainerCgroup {
     }
 
     /// Moves process `pid` (all its threads) into this cgroup: every
-    /// hierarchy's `cgroup.procs` on v1, the one `cgroup.procs` on v2.
+    /// hierarchy's `cgroup.procs` on v1 (and the unified one of a hybrid
+    /// host), the one `cgroup.procs` on v2.
+    ///
+    /// v1: only the hierarchies in which this cgroup exists. A container
+    /// started by an older tankd, which joined fewer hierarchies, has none
+    /// in the others: there a process exec'd into it stays in tankd's
+    /// cgroup, where the container's PID 1 is too (and its cgroup
+    /// namespace's root). Missing everywhere is an error.
     pub fn add_process(&self, pid: u32) -> Result<()> {
-        self.cg
-            .add_task_by_tgid(CgroupPid::from(u64::from(pid)))
-            .map_err(self.lib_err(format!("adding process {pid}")))
+        let tgid = CgroupPid::from(u64::from(pid));
+        if self.v2_dir.is_some() {
+            return self
+                .cg
+                .add_task_by_tgid(tgid)
+                .map_err(self.lib_err(format!("adding process {pid}")));
+        }
+        let mut joined = 0;
+        for sub in self.cg.subsystems() {
+            let controller = sub.to_controller();
+            if !controller.path().is_dir() {
+                continue;
+            }
+            controller.add_task_by_tgid(&tgid).map_err(Self::ctl_err(
+                controller.path(),
+                format!("adding process {pid}"),
+            ))?;
+            joined += 1;
+        }
+        if let Some(dir) = self.unified_dir.as_ref().filter(|d| d.is_dir()) {
+            let procs = dir.join("cgroup.procs");
+            std::fs::write(&procs, pid.to_string())
+                .map_err(io_err(format!("adding process {pid} to"), &procs))?;
+            joined += 1;
+        }
+        if joined == 0 {
+            return Err(CgroupError::Io {
+                op: format!("adding process {pid} to"),
+                path: self.name.clone(),
+                source: io::Error::from(io::ErrorKind::NotFound),
+            });
+        }
+        Ok(())
     }
 
     /// The processes in this cgroup (the union over the hierarchies on v1),
@@ -468,12 +510,16 @@ impl ContainerCgroup {
                 let deadline = Instant::now() + RMDIR_TIMEOUT;
                 loop {
                     match self.cg.delete() {
-                        Ok(()) => return Ok(()),
+                        Ok(()) => break,
                         Err(e) if Instant::now() < deadline && is_busy(&e) => {
                             std::thread::sleep(Duration::from_millis(20))
                         }
                         Err(e) => return Err(self.lib_err("removing it".into())(e)),
                     }
+                }
+                match &self.unified_dir {
+                    Some(dir) => remove_tree(dir),
+                    None => Ok(()),
                 }
             }
         }

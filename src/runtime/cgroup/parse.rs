@@ -4,7 +4,10 @@
 //! of it is unit-tested, including the cgroup v2 logic this machine cannot
 //! run for real.
 
+use std::path::PathBuf;
+
 use super::CpuStat;
+use crate::runtime::plan::{is_component, CgroupLink, CgroupMount, CgroupView};
 use crate::spec::CpuLimit;
 
 /// v1 reports "no memory limit" as `PAGE_COUNTER_MAX * PAGE_SIZE`
@@ -210,6 +213,190 @@ pub(super) fn cpu_max(text: &str) -> Result<Option<CpuLimit>, String> {
     }
 }
 
+/// A cgroup hierarchy mounted on the host (one entry per hierarchy, the
+/// first mount of it in `/proc/self/mountinfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Hierarchy {
+    /// Where it is mounted (in tankd's mount namespace).
+    pub mount_point: PathBuf,
+    /// The unified (cgroup2) hierarchy rather than a v1 one.
+    pub v2: bool,
+    /// v1: its controllers, in the order of the superblock options
+    /// (`cpu`, `cpuacct` for `cpu,cpuacct`).
+    pub controllers: Vec<String>,
+    /// v1: the name of a named hierarchy (`systemd` of `name=systemd`).
+    pub name: Option<String>,
+    /// v1: the options of the hierarchy a new mount should repeat so that
+    /// the kernel does not warn that they differ (`xattr`, `noprefix`, ...).
+    pub flags: Vec<String>,
+}
+
+/// v1 superblock options that are flags of the hierarchy, not controllers.
+/// (`release_agent=` is not among them: it is refused in a cgroup
+/// namespace, and belongs to the host anyway.)
+const V1_FLAGS: [&str; 5] = [
+    "noprefix",
+    "xattr",
+    "clone_children",
+    "cpuset_v2_mode",
+    "favordynmods",
+];
+
+/// A mountinfo path with its octal escapes (`\040` for a space) decoded.
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            let d = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(d, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(b)) => {
+                out.push(b);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+/// The cgroup hierarchies mounted, from `/proc/self/mountinfo`: each v1
+/// hierarchy (by its controllers and name) and the unified one once, at
+/// its first mount point. Lines that are not cgroup mounts, or malformed,
+/// are skipped.
+pub(super) fn cgroup_hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
+    let mut found: Vec<Hierarchy> = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let Some(mount_point) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let mut right = right.split(' ');
+        let (Some(fstype), Some(_source), Some(options)) =
+            (right.next(), right.next(), right.next())
+        else {
+            continue;
+        };
+        let mut h = Hierarchy {
+            mount_point: unescape_mountinfo(mount_point),
+            v2: false,
+            controllers: Vec::new(),
+            name: None,
+            flags: Vec::new(),
+        };
+        match fstype {
+            "cgroup2" => h.v2 = true,
+            "cgroup" => {
+                for option in options.split(',') {
+                    if let Some(name) = option.strip_prefix("name=") {
+                        h.name = Some(name.to_owned());
+                    } else if V1_FLAGS.contains(&option) {
+                        h.flags.push(option.to_owned());
+                    } else if !(option == "rw" || option == "ro" || option.contains('=')) {
+                        h.controllers.push(option.to_owned());
+                    }
+                }
+            }
+            _ => continue,
+        }
+        let same = |o: &Hierarchy| {
+            o.v2 == h.v2 && (h.v2 || (o.controllers == h.controllers && o.name == h.name))
+        };
+        if !found.iter().any(same) {
+            found.push(h);
+        }
+    }
+    found
+}
+
+/// The mount data that selects hierarchy `h` again (v1): its controllers,
+/// `none` when it has none, its name and flags.
+fn v1_mount_data(h: &Hierarchy) -> String {
+    let mut parts: Vec<String> = if h.controllers.is_empty() {
+        vec!["none".to_owned()]
+    } else {
+        h.controllers.clone()
+    };
+    if let Some(name) = &h.name {
+        parts.push(format!("name={name}"));
+    }
+    parts.extend(h.flags.iter().cloned());
+    parts.join(",")
+}
+
+/// The container's view on a v1/hybrid host: one mount per hierarchy in
+/// `joined` (those in which it has a cgroup of its own; any other would
+/// show its namespace root there, tankd's cgroup, i.e. the host's), named
+/// as on the host (the base name of the mount point; else from the
+/// controllers, `unified` for cgroup2), and a link from every controller
+/// name that is no directory to the directory of its hierarchy
+/// (`cpu -> cpu,cpuacct`), as runc and crun make them.
+pub(super) fn v1_view(
+    hierarchies: &[Hierarchy],
+    joined: impl Fn(&Hierarchy) -> bool,
+) -> CgroupView {
+    let mut mounts: Vec<CgroupMount> = Vec::new();
+    let mut aliases: Vec<(String, Vec<String>)> = Vec::new();
+    for h in hierarchies.iter().filter(|h| joined(h)) {
+        let fallback = if h.v2 {
+            "unified".to_owned()
+        } else if h.controllers.is_empty() {
+            h.name.clone().unwrap_or_default()
+        } else {
+            h.controllers.join(",")
+        };
+        let base = h
+            .mount_point
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| is_component(n))
+            .map(str::to_owned);
+        let taken = |d: &str| mounts.iter().any(|m| m.dir == d);
+        let Some(dir) = base
+            .filter(|d| !taken(d))
+            .or_else(|| Some(fallback).filter(|d| is_component(d) && !taken(d)))
+        else {
+            continue;
+        };
+        let mut names = h.controllers.clone();
+        names.extend(dir.split(',').map(str::to_owned));
+        names.extend(h.name.iter().cloned());
+        aliases.push((dir.clone(), names));
+        mounts.push(CgroupMount {
+            dir,
+            v2: h.v2,
+            data: if h.v2 {
+                String::new()
+            } else {
+                v1_mount_data(h)
+            },
+        });
+    }
+    let mut links: Vec<CgroupLink> = Vec::new();
+    for (dir, names) in aliases {
+        for name in names {
+            let taken =
+                mounts.iter().any(|m| m.dir == name) || links.iter().any(|l| l.name == name);
+            if !taken && is_component(&name) {
+                links.push(CgroupLink {
+                    name,
+                    target: dir.clone(),
+                });
+            }
+        }
+    }
+    CgroupView::Hierarchies { mounts, links }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,5 +564,180 @@ mod tests {
         );
         assert!(cpu_max("20000\n").is_err());
         assert!(cpu_max("a b\n").is_err());
+    }
+
+    /// This machine's cgroup lines (hybrid, each controller on its own,
+    /// no systemd as PID 1) between other mounts.
+    const THIS_HOST: &str = "\
+23 27 0:22 / /sys rw,relatime - sysfs sysfs rw
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/devices rw,relatime - cgroup cgroup rw,devices
+37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer
+38 31 0:35 / /sys/fs/cgroup/blkio rw,relatime - cgroup cgroup rw,blkio
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    /// A systemd hybrid host (Debian 10 style): co-mounted controllers,
+    /// optional fields, xattr and release_agent, nsdelegate on cgroup2,
+    /// and a second (bind) mount of the memory hierarchy.
+    const SYSTEMD_HYBRID: &str = "\
+25 18 0:22 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:4 - tmpfs tmpfs ro,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:5 - cgroup2 cgroup2 rw,nsdelegate
+27 25 0:24 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:6 - cgroup cgroup rw,xattr,name=systemd
+30 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:10 - cgroup cgroup rw,cpu,cpuacct
+31 25 0:28 / /sys/fs/cgroup/net_cls,net_prio rw,nosuid,nodev,noexec,relatime shared:11 - cgroup cgroup rw,net_cls,net_prio
+32 25 0:29 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:12 - cgroup cgroup rw,memory
+33 25 0:30 / /sys/fs/cgroup/pids rw,nosuid,nodev,noexec,relatime shared:13 - cgroup cgroup rw,pids
+34 25 0:31 / /sys/fs/cgroup/cpuset rw,nosuid,nodev,noexec,relatime shared:14 - cgroup cgroup rw,cpuset,clone_children
+35 25 0:32 / /sys/fs/cgroup/misc rw,nosuid,nodev,noexec,relatime shared:15 - cgroup cgroup rw,misc,release_agent=/x
+99 80 0:29 /system.slice /var/lib/x/memory\\040copy rw - cgroup cgroup rw,memory
+";
+
+    fn dirs(view: &CgroupView) -> Vec<&str> {
+        match view {
+            CgroupView::Hierarchies { mounts, .. } => {
+                mounts.iter().map(|m| m.dir.as_str()).collect()
+            }
+            CgroupView::Unified => panic!("v1 expected"),
+        }
+    }
+
+    fn mount<'a>(view: &'a CgroupView, dir: &str) -> &'a CgroupMount {
+        match view {
+            CgroupView::Hierarchies { mounts, .. } => {
+                mounts.iter().find(|m| m.dir == dir).expect(dir)
+            }
+            CgroupView::Unified => panic!("v1 expected"),
+        }
+    }
+
+    fn links(view: &CgroupView) -> Vec<(&str, &str)> {
+        match view {
+            CgroupView::Hierarchies { links, .. } => links
+                .iter()
+                .map(|l| (l.name.as_str(), l.target.as_str()))
+                .collect(),
+            CgroupView::Unified => panic!("v1 expected"),
+        }
+    }
+
+    #[test]
+    fn hierarchies_of_this_host() {
+        let found = cgroup_hierarchies(THIS_HOST);
+        assert_eq!(found.len(), 10, "{found:#?}");
+        assert_eq!(
+            found[0],
+            Hierarchy {
+                mount_point: "/sys/fs/cgroup/cpu".into(),
+                v2: false,
+                controllers: vec!["cpu".into()],
+                name: None,
+                flags: vec![],
+            }
+        );
+        let systemd = &found[8];
+        assert_eq!(systemd.name.as_deref(), Some("systemd"));
+        assert!(systemd.controllers.is_empty());
+        assert!(found[9].v2);
+        assert_eq!(
+            found[9].mount_point,
+            PathBuf::from("/sys/fs/cgroup/unified")
+        );
+
+        let view = v1_view(&found, |_| true);
+        assert_eq!(
+            dirs(&view),
+            [
+                "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids",
+                "systemd", "unified"
+            ]
+        );
+        assert_eq!(mount(&view, "memory").data, "memory");
+        assert!(!mount(&view, "memory").v2);
+        assert_eq!(mount(&view, "systemd").data, "none,name=systemd");
+        assert_eq!(mount(&view, "unified").data, "");
+        assert!(mount(&view, "unified").v2);
+        // Nothing co-mounted: no links.
+        assert!(links(&view).is_empty());
+    }
+
+    #[test]
+    fn hierarchies_of_a_systemd_hybrid_host() {
+        let found = cgroup_hierarchies(SYSTEMD_HYBRID);
+        // The bind mount of memory elsewhere is the same hierarchy.
+        assert_eq!(found.len(), 8, "{found:#?}");
+        assert!(!found
+            .iter()
+            .any(|h| h.mount_point.starts_with("/var/lib/x")));
+        let cpu = found
+            .iter()
+            .find(|h| h.controllers.contains(&"cpu".into()))
+            .unwrap();
+        assert_eq!(cpu.controllers, ["cpu", "cpuacct"]);
+        // release_agent is no controller, and not repeated.
+        let misc = found.iter().find(|h| h.controllers == ["misc"]).unwrap();
+        assert!(misc.flags.is_empty());
+
+        // misc is not joined (cgroups-rs does not know it): not shown.
+        let view = v1_view(&found, |h| !h.controllers.contains(&"misc".into()));
+        assert_eq!(
+            dirs(&view),
+            [
+                "unified",
+                "systemd",
+                "cpu,cpuacct",
+                "net_cls,net_prio",
+                "memory",
+                "pids",
+                "cpuset"
+            ]
+        );
+        assert_eq!(mount(&view, "systemd").data, "none,name=systemd,xattr");
+        assert_eq!(mount(&view, "cpu,cpuacct").data, "cpu,cpuacct");
+        assert_eq!(mount(&view, "cpuset").data, "cpuset,clone_children");
+        assert_eq!(mount(&view, "unified").data, "");
+        assert_eq!(
+            links(&view),
+            [
+                ("cpu", "cpu,cpuacct"),
+                ("cpuacct", "cpu,cpuacct"),
+                ("net_cls", "net_cls,net_prio"),
+                ("net_prio", "net_cls,net_prio")
+            ]
+        );
+    }
+
+    #[test]
+    fn hierarchy_names_and_odd_mounts() {
+        // Mounted elsewhere, with an escaped space; co-mounted under one
+        // controller's name; a duplicate base name.
+        let mountinfo = "\
+1 0 0:1 / /cg/my\\040memory rw - cgroup none rw,memory
+2 0 0:2 / /cg/cpu rw - cgroup none rw,cpu,cpuacct
+3 0 0:3 / /other/cpu rw - cgroup none rw,blkio
+4 0 0:4 / / rw - cgroup none rw,pids
+5 0 0:5 / /x rw - cgroup2 none rw
+6 0 0:6 / /proc rw - proc proc rw
+malformed line
+7 0 0:7 / /y rw - cgroup
+";
+        let found = cgroup_hierarchies(mountinfo);
+        assert_eq!(found.len(), 5, "{found:#?}");
+        assert_eq!(found[0].mount_point, PathBuf::from("/cg/my memory"));
+        let view = v1_view(&found, |_| true);
+        // "cpu" is taken: blkio falls back to its controllers; "/" has no
+        // base name: pids too; cgroup2 keeps its base name.
+        assert_eq!(dirs(&view), ["my memory", "cpu", "blkio", "pids", "x"]);
+        assert_eq!(mount(&view, "cpu").data, "cpu,cpuacct");
+        assert_eq!(links(&view), [("memory", "my memory"), ("cpuacct", "cpu")]);
+        // Nothing joined, nothing shown.
+        assert_eq!(v1_view(&found, |_| false), CgroupView::default());
+        assert!(cgroup_hierarchies("").is_empty());
     }
 }

@@ -28,7 +28,7 @@ use nix::sys::stat::{fstat, makedev, mkdirat, mknodat, Mode, SFlag};
 use nix::unistd::{fchownat, Gid, Uid};
 
 use super::{failed, Step};
-use crate::runtime::plan::{BindMount, InitPlan, RootfsPlan};
+use crate::runtime::plan::{is_component, BindMount, CgroupView, InitPlan, RootfsPlan};
 
 /// The most bytes of `mount(2)` options the kernel reads (one page, with
 /// the NUL).
@@ -171,6 +171,7 @@ pub(super) fn mount_standard(root: &OwnedFd, plan: &InitPlan) -> Step<()> {
             .0;
         move_mount(&tree, &dest).map_err(|e| failed("mount", "/sys", e))?;
     }
+    mount_cgroup_view(root, &plan.cgroup)?;
 
     mount_fs(
         root,
@@ -206,6 +207,97 @@ pub(super) fn mount_standard(root: &OwnedFd, plan: &InitPlan) -> Step<()> {
     )?;
     mount_fs(root, "/dev/mqueue", "mqueue", hardened, None)?;
     Ok(())
+}
+
+/// Where the container's cgroups are shown.
+const CGROUP_DIR: &str = "/sys/fs/cgroup";
+
+/// The most mounts stacked on [`CGROUP_DIR`] that are detached.
+const MAX_STACKED_MOUNTS: usize = 16;
+
+/// `/sys/fs/cgroup`: the container's own cgroups, read-only ([`CgroupView`]).
+/// Whatever is mounted there already — the host's hierarchies, in the
+/// recursive bind of the host's `/sys` of network "host" — is detached
+/// first. Runs after `unshare(CLONE_NEWCGROUP)`: inside a cgroup namespace
+/// a new cgroup mount (v1 or v2) shows the namespace's root, the
+/// container's cgroup, and the kernel ignores cgroup2 root options there
+/// (so the missing `nsdelegate` of this mount cannot clear the host's).
+/// Every mount is `nosuid,nodev,noexec,ro`; the v1 tmpfs holding the
+/// hierarchies is made read-only once they are in place.
+fn mount_cgroup_view(root: &OwnedFd, view: &CgroupView) -> Step<()> {
+    let target =
+        || open_in_root(root, Path::new(CGROUP_DIR)).map_err(|e| failed("mount", CGROUP_DIR, e));
+    // Each round detaches the topmost mount (with everything below it);
+    // EINVAL: no mount left on the directory of sysfs.
+    for _ in 0..MAX_STACKED_MOUNTS {
+        let top = target()?;
+        match nix::mount::umount2(fd_path(&top).as_str(), MntFlags::MNT_DETACH) {
+            Ok(()) => {}
+            Err(Errno::EINVAL) => break,
+            Err(e) => return Err(failed("detach the host's mounts on", CGROUP_DIR, e)),
+        }
+    }
+    let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    match view {
+        CgroupView::Unified => {
+            let dir = target()?;
+            nix::mount::mount(
+                Some("cgroup2"),
+                fd_path(&dir).as_str(),
+                Some("cgroup2"),
+                hardened | MsFlags::MS_RDONLY,
+                None::<&str>,
+            )
+            .map_err(|e| failed("mount cgroup2 on", CGROUP_DIR, e))
+        }
+        CgroupView::Hierarchies { mounts, links } => {
+            nix::mount::mount(
+                Some("tmpfs"),
+                fd_path(&target()?).as_str(),
+                Some("tmpfs"),
+                hardened,
+                Some("mode=755"),
+            )
+            .map_err(|e| failed("mount tmpfs on", CGROUP_DIR, e))?;
+            // The tmpfs's root, now on top.
+            let dir = target()?;
+            for m in mounts {
+                let path = format!("{CGROUP_DIR}/{}", m.dir);
+                if !is_component(&m.dir) {
+                    return Err(format!("mount {path}: not a plain name"));
+                }
+                mkdirat(&dir, m.dir.as_str(), Mode::from_bits_truncate(0o755))
+                    .map_err(|e| failed("mkdir", &path, e))?;
+                let sub = nix::fcntl::openat(
+                    &dir,
+                    m.dir.as_str(),
+                    OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| failed("open", &path, e))?;
+                let fstype = if m.v2 { "cgroup2" } else { "cgroup" };
+                nix::mount::mount(
+                    Some(fstype),
+                    fd_path(&sub).as_str(),
+                    Some(fstype),
+                    hardened | MsFlags::MS_RDONLY,
+                    Some(m.data.as_str()).filter(|d| !d.is_empty()),
+                )
+                .map_err(|e| failed(&format!("mount {fstype} {:?} on", m.data), &path, e))?;
+            }
+            for link in links {
+                let path = format!("{CGROUP_DIR}/{}", link.name);
+                if !is_component(&link.name) {
+                    return Err(format!("symlink {path}: not a plain name"));
+                }
+                nix::unistd::symlinkat(link.target.as_str(), &dir, link.name.as_str())
+                    .map_err(|e| failed("symlink", &path, e))?;
+            }
+            let attrs =
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+            set_attrs(&dir, attrs).map_err(|e| failed("make read-only", CGROUP_DIR, e))
+        }
+    }
 }
 
 /// The standard nodes and links of a fresh `/dev` tmpfs.
