@@ -497,9 +497,9 @@ mod tests {
         // blocks, even far beyond the terminal's buffer.
         drop(ends);
         let writer = std::thread::spawn(move || {
-            let chunk = [b'x'; 4096];
-            for _ in 0..64 {
-                let mut rest = &chunk[..];
+            // The slave is non-blocking: a full terminal buffer (the drain
+            // is slower under load) answers EAGAIN, never blocks.
+            let write_all = |mut rest: &[u8]| {
                 while !rest.is_empty() {
                     match nix::unistd::write(&slave, rest) {
                         Ok(n) => rest = &rest[n..],
@@ -507,8 +507,12 @@ mod tests {
                         Err(e) => panic!("{e}"),
                     }
                 }
+            };
+            let chunk = [b'x'; 4096];
+            for _ in 0..64 {
+                write_all(&chunk);
             }
-            nix::unistd::write(&slave, b"\r\nlast line\r\n").unwrap();
+            write_all(b"\r\nlast line\r\n");
             slave
         });
         let slave = tokio::task::spawn_blocking(move || writer.join().unwrap())
