@@ -18,6 +18,7 @@
 
 mod de;
 mod net;
+mod signal;
 mod text;
 mod validate;
 
@@ -29,6 +30,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use net::{Ipv4Cidr, ParseCidrError};
+pub use signal::StopSignal;
 
 /// A pod: containers sharing a network namespace, volumes and a restart policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +46,8 @@ pub struct Pod {
     pub volumes: Vec<Volume>,
     /// At least one.
     pub containers: Vec<Container>,
-    /// SIGTERM → wait this long → SIGKILL.
+    /// The containers' stop signal (SIGTERM unless the image or the
+    /// container names another) → wait this long → SIGKILL.
     #[serde(default = "default_stop_grace_period_s")]
     pub stop_grace_period_s: u32,
 }
@@ -137,6 +140,11 @@ pub struct Container {
     pub mounts: Vec<Mount>,
     #[serde(default)]
     pub limits: Limits,
+    /// The signal that stops the container (then SIGKILL after the pod's
+    /// grace period): a name (`"SIGQUIT"`, `"QUIT"`) or a number; `None`:
+    /// the image's `StopSignal`, else SIGTERM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<StopSignal>,
 }
 
 /// Where a container's root filesystem comes from: JSON `"busybox:1.36"` or
