@@ -508,28 +508,24 @@ impl Runtime {
             })
             .await
         };
-        match recorded {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => log::warn!(
+        if let Err(e) = recorded.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
+            log::warn!(
                 "{}/{}: no record for a later tankd: {e}",
                 pod.name,
                 container.name
-            ),
-            Err(e) => log::warn!(
-                "{}/{}: no record for a later tankd: {e}",
-                pod.name,
-                container.name
-            ),
+            );
         }
         self.consoles.started(&plan, pid, started.pty, Some(sink));
         self.watch(
             key,
-            pid,
-            started.pidfd,
-            cgroup,
-            true,
-            stop_signal.signal(),
-            Some(log_run),
+            Watched {
+                pid,
+                pidfd: started.pidfd,
+                cgroup,
+                child: true,
+                stop_signal: stop_signal.signal(),
+                log_run: Some(log_run),
+            },
         );
         log::info!(
             "{}/{}: started, pid {pid}, stop signal {stop_signal}",
@@ -679,12 +675,14 @@ impl Runtime {
         let stop_signal = record.stop_signal.unwrap_or(StopSignal::DEFAULT);
         self.watch(
             key,
-            record.pid,
-            pidfd,
-            Arc::new(cgroup),
-            false,
-            stop_signal.signal(),
-            log_run,
+            Watched {
+                pid: record.pid,
+                pidfd,
+                cgroup: Arc::new(cgroup),
+                child: false,
+                stop_signal: stop_signal.signal(),
+                log_run,
+            },
         );
         log::info!("{pod}/{container}: adopted, pid {}", record.pid);
         Some(Started {
@@ -718,19 +716,15 @@ impl Runtime {
     }
 
     /// Records a live container and watches its pidfd until it exits.
-    /// `child`: tankd is its parent and learns its exit status. `log_run`
-    /// is let go of once the container is torn down.
-    #[allow(clippy::too_many_arguments)]
-    fn watch(
-        self: &Arc<Self>,
-        key: (String, String),
-        pid: u32,
-        pidfd: OwnedFd,
-        cgroup: Arc<ContainerCgroup>,
-        child: bool,
-        stop_signal: Signal,
-        log_run: Option<Arc<LogRun>>,
-    ) {
+    fn watch(self: &Arc<Self>, key: (String, String), watched: Watched) {
+        let Watched {
+            pid,
+            pidfd,
+            cgroup,
+            child,
+            stop_signal,
+            log_run,
+        } = watched;
         let pidfd = Arc::new(pidfd);
         let (gone_tx, gone_rx) = watch::channel(false);
         self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(
@@ -953,6 +947,18 @@ struct Prepared {
     sink: Arc<LogSink>,
     /// tankd's ends of the FIFOs: stdout, stderr.
     readers: [OwnedFd; 2],
+}
+
+/// A container to watch ([`Runtime::watch`]).
+struct Watched {
+    pid: u32,
+    pidfd: OwnedFd,
+    cgroup: Arc<ContainerCgroup>,
+    /// tankd is its parent and learns its exit status.
+    child: bool,
+    stop_signal: Signal,
+    /// Its output's run, let go of once it is torn down.
+    log_run: Option<Arc<LogRun>>,
 }
 
 /// A new run of `sink`, drained from `readers` (stdout, stderr).
