@@ -18,6 +18,8 @@ packages=(
     iproute2
     # the cgroup tests allocate memory with it
     python3
+    # small static C test programs (tests/support/cprog.rs)
+    gcc libc6-dev
     # test images are built from busybox-static and served by a real registry
     busybox-static docker-registry
     # the seccomp filter: libseccomp (the libseccomp crate links it);

@@ -255,6 +255,46 @@ fn after_a_reboot_every_declared_pod_comes_back() {
     }
 }
 
+#[test]
+fn an_adopted_container_is_stopped_with_its_stop_signal() {
+    use support::images::{busybox_layer, host_platform, image, Pushable, DEFAULT_PATH};
+    let bus = SystemBus::start();
+    let home = TankdHome::with_config(CONFIG);
+    let tankd = Tankd::start_in(&bus, &home);
+    let quit = image(
+        vec![busybox_layer()],
+        json!({"Cmd": ["/bin/sh"], "Env": [DEFAULT_PATH], "StopSignal": "SIGQUIT"}),
+        host_platform(),
+    );
+    tankd.import(&[("localhost/tank/quit:1", &Pushable::Image(quit))]);
+    let script = "trap 'echo got QUIT; exit 0' QUIT; trap 'echo got TERM; exit 0' TERM; \
+                  echo ready; while true; do sleep 0.1; done";
+    let spec = |generation: &str| {
+        json!({"name": "quitter", "restart": "never", "stop_grace_period_s": 5,
+            "containers": [{"name": "main", "image": "localhost/tank/quit:1",
+                "env": {"GENERATION": generation},
+                "command": ["/bin/sh", "-c", script]}]})
+    };
+    tankd.apply(&spec("1"));
+    let pid = pid_of(&tankd.wait_for("quitter", "running", 30, |d| pid_of(d).is_some())).unwrap();
+    wait_until("ready", 10, || {
+        ok(&tankd.tankctl(&["logs", "quitter"])).contains("ready")
+    });
+    tankd.kill9();
+    let tankd = Tankd::start_in(&bus, &home);
+    assert_eq!(pid_of(&tankd.get("quitter")), Some(pid), "adopted");
+    // A new generation stops the adopted one: with the image's StopSignal.
+    tankd.apply(&spec("2"));
+    wait_until("the new generation", 30, || {
+        ok(&tankd.tankctl(&["logs", "quitter"]))
+            .matches("ready")
+            .count()
+            == 2
+    });
+    let logs = ok(&tankd.tankctl(&["logs", "quitter"]));
+    assert_eq!(logs, "ready\ngot QUIT\nready\n");
+}
+
 fn run_dir(home: &TankdHome) -> PathBuf {
     home.path().join("run")
 }

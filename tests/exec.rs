@@ -482,7 +482,7 @@ fn exec_into_a_container_adopted_after_a_tankd_restart() {
     let after = tankd.wait_for("adopt", "adopted", 30, |d| running(d, "main"));
     let pid = |d: &Value| d["status"]["containers"]["main"]["state"]["running"]["pid"].clone();
     assert_eq!(pid(&before), pid(&after), "adopted, not restarted");
-    // The context comes from the adopted PID 1 itself.
+    // The context comes from the container's run record.
     let out = ok(&tankd.tankctl(&[
         "exec",
         "adopt",
@@ -493,6 +493,124 @@ fn exec_into_a_container_adopted_after_a_tankd_restart() {
     ]));
     assert!(out.contains("FROM_SPEC=spec-value\n"), "{out}");
     assert!(out.contains("    1 /bin/sleep 1000000"), "{out}");
+
+    // A record written by an older tankd (pid and start time only): the
+    // context is read from the adopted PID 1 itself, with a warning.
+    tankd.kill9();
+    let record = home.path().join("run/containers/adopt/main/record.json");
+    let mut old: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    old.as_object_mut()
+        .unwrap()
+        .retain(|k, _| ["pid", "start_ticks", "started_at_ms"].contains(&k.as_str()));
+    std::fs::write(&record, old.to_string()).unwrap();
+    tankd = Tankd::start_in(bus, &home);
+    let again = tankd.wait_for("adopt", "adopted", 30, |d| running(d, "main"));
+    assert_eq!(pid(&before), pid(&again), "adopted, not restarted");
+    let out = ok(&tankd.tankctl(&[
+        "exec",
+        "adopt",
+        "--",
+        "sh",
+        "-c",
+        "echo FROM_SPEC=$FROM_SPEC",
+    ]));
+    assert_eq!(out, "FROM_SPEC=spec-value\n");
+    let log = std::fs::read_to_string(&tankd.log).unwrap();
+    assert!(log.contains("has no exec context"), "{log}");
+    tankd.keep_home(home);
+}
+
+/// An image whose PID 1 ([`support/retitle.c`]) overwrites its environ
+/// with a process title and drops to nobody, as nginx and redis do; the
+/// image sets `User`, `Env` and `WorkingDir`, and its `/etc/group` puts
+/// root in `wheel` (10).
+fn retitle_image() -> support::images::OciImage {
+    use support::images::{busybox_layer, host_platform, image, LayerBuilder, DEFAULT_PATH, GROUP};
+    let mut extra = LayerBuilder::new();
+    extra.add_dir("bin", 0o755);
+    extra.add_file_vec(
+        "bin/retitle",
+        support::cprog::compile_static("retitle", include_str!("support/retitle.c")),
+        0o755,
+        0,
+        0,
+    );
+    extra.add_dir("etc", 0o755);
+    extra.add_file(
+        "etc/group",
+        format!("{GROUP}wheel:x:10:root\n").as_bytes(),
+        0o644,
+        0,
+        0,
+    );
+    image(
+        vec![busybox_layer(), extra.build_gzip()],
+        json!({
+            "User": "root",
+            "Entrypoint": ["/bin/retitle"],
+            "WorkingDir": "/srv/work",
+            "Env": [DEFAULT_PATH, "GREETING=hello world", "SECRET=s3cr3t"],
+        }),
+        host_platform(),
+    )
+}
+
+#[test]
+fn exec_after_adoption_sees_what_it_saw_before_the_restart() {
+    let bus = &SystemBus::start();
+    let home = TankdHome::new();
+    let mut tankd = Tankd::start_in(bus, &home);
+    tankd.import(&[(
+        "localhost/tank/retitle:1",
+        &support::images::Pushable::Image(retitle_image()),
+    )]);
+    tankd.apply(&json!({
+        "name": "titled", "stop_grace_period_s": 1,
+        "containers": [{"name": "main", "image": "localhost/tank/retitle:1",
+                        "env": {"FROM_SPEC": "spec-value"}}]
+    }));
+    let doc = tankd.wait_for("titled", "running", 30, |d| running(d, "main"));
+    let pid = doc["status"]["containers"]["main"]["state"]["running"]["pid"]
+        .as_u64()
+        .unwrap();
+    // PID 1 has rewritten its environ and dropped its privileges.
+    let deadline = Instant::now() + TIMEOUT;
+    while !ok(&tankd.tankctl(&["logs", "titled"])).contains("retitled") {
+        assert!(Instant::now() < deadline, "PID 1 never said retitled");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&environ).contains("GREETING"),
+        "PID 1's environ is rewritten: {environ:?}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("Uid:\t65534\t"), "{status}");
+    let context = "env | sort; id; pwd";
+    let before = ok(&tankd.tankctl(&["exec", "titled", "--", "sh", "-c", context]));
+    for expected in [
+        "GREETING=hello world\n",
+        "SECRET=s3cr3t\n",
+        "FROM_SPEC=spec-value\n",
+        "HOME=/root\n",
+        "uid=0(root) gid=0(root) groups=10(wheel)\n",
+        "/srv/work\n",
+    ] {
+        assert!(before.contains(expected), "{expected:?} missing:\n{before}");
+    }
+
+    tankd.kill9();
+    tankd = Tankd::start_in(bus, &home);
+    tankd.wait_for("titled", "adopted", 30, |d| running(d, "main"));
+    let after = tankd.tankctl(&["exec", "titled", "--", "sh", "-c", context]);
+    assert_eq!(
+        String::from_utf8_lossy(&after.stdout),
+        before,
+        "exec after the adoption (stderr: {})",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    assert!(after.status.success(), "{after:?}");
+    ok(&tankd.tankctl(&["delete", "--wait", "titled"]));
     tankd.keep_home(home);
 }
 

@@ -437,3 +437,295 @@ fn logs_follow_streams_new_output() {
     assert!(running(&tankd.get("chatty"), "main"));
     ok(&tankd.tankctl(&["delete", "chatty"]));
 }
+
+/// tankctl with `args` on `bus`; its output if it returned within `limit`
+/// (it is killed otherwise).
+fn tankctl_within(
+    bus: &SystemBus,
+    args: &[&str],
+    limit: Duration,
+) -> Result<std::process::Output, String> {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tankctl"))
+        .args(args)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => Ok(output.unwrap()),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
+            let output = rx.recv().unwrap().unwrap();
+            Err(format!(
+                "tankctl {args:?} did not return within {limit:?}; its output so far:\n{}",
+                String::from_utf8_lossy(&output.stdout)
+            ))
+        }
+    }
+}
+
+#[test]
+fn logs_follow_ends_when_the_run_ends() {
+    let bus = SystemBus::start();
+    let tankd = tankd(&bus);
+    tankd.apply(&pod(
+        "finite",
+        BUSYBOX,
+        "echo one; sleep 1; echo two; sleep 1; echo three",
+    ));
+    tankd.wait_for("finite", "running", 30, |d| running(d, "main"));
+    // Followed while it runs: everything, then the end of the stream.
+    let out = tankctl_within(&bus, &["logs", "-f", "finite"], Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\nthree\n");
+    assert!(terminated(&tankd.get("finite"), "main"));
+    // Followed after its end: everything, and back at once.
+    let started = Instant::now();
+    let out = tankctl_within(&bus, &["logs", "-f", "finite"], Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\nthree\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let out = tankctl_within(
+        &bus,
+        &["logs", "-f", "--tail", "2", "finite"],
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "two\nthree\n");
+}
+
+#[test]
+fn logs_follow_of_a_restarting_container_ends_with_the_run_it_follows() {
+    let bus = SystemBus::start();
+    let home =
+        TankdHome::with_config("[reconcile]\nbackoff_base_ms = 2000\nbackoff_cap_ms = 2000\n");
+    let mut tankd = Tankd::start_in(&bus, &home);
+    tankd.import_busybox();
+    tankd.keep_home(home);
+    tankd.apply(&serde_json::json!({"name": "again", "restart": "always",
+        "containers": [{"name": "main", "image": BUSYBOX,
+            "command": ["/bin/sh", "-c", "echo start; sleep 2; echo end"]}]}));
+    tankd.wait_for("again", "running", 30, |d| running(d, "main"));
+    let out = tankctl_within(&bus, &["logs", "-f", "again"], Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The stream ends with the run it followed (as kubectl's): never in
+    // the middle of a later run.
+    assert!(text.ends_with("end\n"), "{text}");
+    assert_eq!(
+        text.matches("start\n").count(),
+        text.matches("end\n").count(),
+        "{text}"
+    );
+}
+
+/// busybox whose image config sets `StopSignal` SIGQUIT.
+fn quit_image() -> support::images::OciImage {
+    use support::images::{busybox_layer, host_platform, image, DEFAULT_PATH};
+    image(
+        vec![busybox_layer()],
+        serde_json::json!({"Cmd": ["/bin/sh"], "Env": [DEFAULT_PATH], "StopSignal": "SIGQUIT"}),
+        host_platform(),
+    )
+}
+
+const QUIT_IMAGE: &str = "localhost/tank/quit:1";
+
+/// A shell that reports which of QUIT and TERM arrived (and exits on it
+/// when `exits`).
+fn trapping(name: &str, image: &str, stop_signal: Option<Value>, exits: bool) -> Value {
+    let then = if exits { "; exit 0" } else { "" };
+    let script = format!(
+        "trap 'echo got QUIT{then}' QUIT; trap 'echo got TERM{then}' TERM; \
+         echo ready; while true; do sleep 0.1; done"
+    );
+    let mut doc = serde_json::json!({"name": name, "restart": "never", "stop_grace_period_s": 1,
+        "containers": [{"name": "main", "image": image, "command": ["/bin/sh", "-c", script]}]});
+    if let Some(signal) = stop_signal {
+        doc["containers"][0]["stop_signal"] = signal;
+    }
+    doc
+}
+
+/// Waits until the pod's log has `needle` `times` times; returns the log.
+fn wait_log(tankd: &Tankd, pod: &str, needle: &str, times: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let logs = ok(&tankd.tankctl(&["logs", pod]));
+        if logs.matches(needle).count() >= times {
+            return logs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not {times} times {needle:?} in the log of {pod}:\n{logs}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops the running generation of `doc` by applying a changed spec (the
+/// log survives, unlike a delete); returns the log of the stopped run.
+fn replace_and_read_log(tankd: &Tankd, mut doc: Value) -> String {
+    let name = doc["name"].as_str().unwrap().to_owned();
+    tankd.apply(&doc);
+    wait_log(tankd, &name, "ready\n", 1);
+    doc["containers"][0]["env"] = serde_json::json!({"GENERATION": "2"});
+    tankd.apply(&doc);
+    let logs = wait_log(tankd, &name, "ready\n", 2);
+    logs.split("ready\n").nth(1).unwrap().to_owned()
+}
+
+#[test]
+fn stop_sends_the_images_stop_signal_or_the_specs_then_sigkill() {
+    let bus = SystemBus::start();
+    let tankd = tankd(&bus);
+    tankd.import(&[(QUIT_IMAGE, &Pushable::Image(quit_image()))]);
+
+    // The image's StopSignal.
+    let logs = replace_and_read_log(&tankd, trapping("quit", QUIT_IMAGE, None, true));
+    assert_eq!(logs, "got QUIT\n");
+    // The spec's stop_signal overrides it, by name or number.
+    let logs = replace_and_read_log(
+        &tankd,
+        trapping("term", QUIT_IMAGE, Some("TERM".into()), true),
+    );
+    assert_eq!(logs, "got TERM\n");
+    let logs = replace_and_read_log(&tankd, trapping("number", BUSYBOX, Some(3.into()), true));
+    assert_eq!(logs, "got QUIT\n");
+    // No StopSignal anywhere: SIGTERM.
+    let logs = replace_and_read_log(&tankd, trapping("plain", BUSYBOX, None, true));
+    assert_eq!(logs, "got TERM\n");
+    // A process that survives its stop signal is killed after the grace
+    // period.
+    let logs = replace_and_read_log(&tankd, trapping("stubborn", QUIT_IMAGE, None, false));
+    assert_eq!(logs, "got QUIT\n");
+    let log = std::fs::read_to_string(&tankd.log).unwrap();
+    assert!(
+        log.contains("stubborn/main: still running after 1s, killing"),
+        "{log}"
+    );
+
+    // A bad value is refused with the field's path.
+    let err = failed(&tankd.tankctl_stdin(
+        &["apply", "-f", "-"],
+        Some(&trapping("bad", BUSYBOX, Some("SIGNOPE".into()), true).to_string()),
+    ));
+    assert!(err.contains("containers[0].stop_signal"), "{err}");
+}
+
+/// tankd runs its async code on two worker threads: two volumes are
+/// removed at once, so that a removal on the workers would hold both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_answers_within_50_ms_while_1_gib_of_volumes_is_removed() {
+    const VOLUMES: [&str; 2] = ["one", "two"];
+    const FILES: usize = 16 * 1024;
+    const FILE_SIZE: usize = 32 * 1024;
+    const LIMIT: Duration = Duration::from_millis(50);
+    let bus = SystemBus::start();
+    let tankd = tankd(&bus);
+    // Managed volumes, left behind by their deleted pod...
+    tankd.apply(&serde_json::json!({"name": "big", "restart": "never",
+        "volumes": [{"name": "one"}, {"name": "two"}],
+        "containers": [{"name": "main", "image": BUSYBOX, "command": ["true"],
+            "mounts": [{"volume": "one", "path": "/one"}, {"volume": "two", "path": "/two"}]}]}));
+    tankd.wait_for("big", "exit", 30, |d| terminated(d, "main"));
+    delete_and_wait(&tankd, "big");
+    // ...each filled with 512 MiB in 16 Ki files, on disk.
+    let volumes = tankd.data_dir.join("volumes/big");
+    tokio::task::spawn_blocking(move || {
+        let content = vec![0x5au8; FILE_SIZE];
+        for volume in VOLUMES {
+            let volume = volumes.join(volume);
+            assert!(volume.is_dir(), "{}", volume.display());
+            for dir in 0..FILES / 1024 {
+                let dir = volume.join(format!("d{dir:02}"));
+                std::fs::create_dir(&dir).unwrap();
+                for file in 0..1024 {
+                    std::fs::write(dir.join(format!("f{file:04}")), &content).unwrap();
+                }
+            }
+        }
+        nix::unistd::sync();
+    })
+    .await
+    .unwrap();
+    // The pod Get reads.
+    tankd.apply(&serde_json::json!({"name": "other",
+        "containers": [{"name": "main", "image": BUSYBOX, "command": ["sleep", "1000"]}]}));
+    tankd.wait_for("other", "running", 30, |d| running(d, "main"));
+
+    let manager = |conn: zbus::Connection| async move {
+        zbus::Proxy::new(
+            &conn,
+            "org.tank.Manager",
+            "/org/tank/Manager",
+            "org.tank.Manager",
+        )
+        .await
+        .unwrap()
+    };
+    let getter = manager(bus.connect().await).await;
+    let get = || {
+        let getter = getter.clone();
+        async move {
+            let started = Instant::now();
+            let _: String = getter.call("Get", &("other",)).await.unwrap();
+            started.elapsed()
+        }
+    };
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(get().await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let started = Instant::now();
+    let mut removals = Vec::new();
+    for volume in VOLUMES {
+        let remover = manager(bus.connect().await).await;
+        removals.push(tokio::spawn(async move {
+            let reply: zbus::Result<()> = remover.call("RemoveVolume", &("big", volume)).await;
+            reply.unwrap();
+        }));
+    }
+    // Gets while the removals run (at most 200 of them, 20 ms apart).
+    let mut during = Vec::new();
+    while removals.iter().any(|r| !r.is_finished()) && during.len() < 200 {
+        during.push(get().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for removal in removals {
+        removal.await.unwrap();
+    }
+    let took = started.elapsed();
+    for volume in VOLUMES {
+        assert!(!tankd.data_dir.join("volumes/big").join(volume).exists());
+    }
+    idle.sort();
+    during.sort();
+    let report = format!(
+        "removals took {took:?}; {} Gets during them: median {:?}, max {:?}; \
+         before them: median {:?}, max {:?}",
+        during.len(),
+        during.get(during.len() / 2),
+        during.last(),
+        idle[idle.len() / 2],
+        idle.last().unwrap(),
+    );
+    eprintln!("{report}");
+    assert!(*during.last().unwrap() < LIMIT, "{report}");
+    // The removal itself is slow: the Gets measured overlap it.
+    assert!(took > LIMIT * 10, "{report}");
+    assert!(during.len() >= 10, "{report}");
+}

@@ -291,9 +291,11 @@ impl Manager {
 
     /// A container's output (CRI log records: `<time> <stream> <F|P>
     /// <text>`) on the read end of a pipe: the last `tail` records (0 =
-    /// all), and with `follow` every later one until the container's output
-    /// ends or the reader closes the pipe. `container` may be empty for a
-    /// pod with one container. Needs org.tank.pods.logs.
+    /// all), and with `follow` every later one of the container's current
+    /// run, until that run has ended (the container exited and its output
+    /// was drained; at once when it is not running) or the reader closes
+    /// the pipe. `container` may be empty for a pod with one container.
+    /// Needs org.tank.pods.logs.
     #[zbus(out_args("log"))]
     async fn logs(
         &self,
@@ -315,6 +317,7 @@ impl Manager {
         let path = self.runtime.log_path(pod, &container);
         let sink = self.runtime.log_sink(pod, &container);
         let fd = super::logs::stream(path, sink, tail as usize, follow)
+            .await
             .map_err(|e| BusError::Failed(format!("log pipe: {e}")))?;
         Ok(fd.into())
     }
@@ -401,8 +404,8 @@ impl Manager {
                     .any(|v| v.name == volume && v.source.is_none())
             });
         self.runtime
-            .volumes()
-            .remove(pod, volume, declared)
+            .remove_volume(pod, volume, declared)
+            .await
             .map_err(|e| match e {
                 crate::runtime::volumes::VolumeError::NotFound { .. } => {
                     BusError::NotFound(e.to_string())

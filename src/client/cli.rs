@@ -65,10 +65,11 @@ pub enum Command {
         /// The container (may be omitted when the pod has one).
         #[arg(short = 'c', long = "container", default_value = "")]
         container: String,
-        /// Keep streaming new output.
+        /// Keep streaming new output until the container's current run
+        /// ends (at once when it is not running).
         #[arg(short = 'f', long)]
         follow: bool,
-        /// Only the last N lines.
+        /// Only the last N lines (read from the end of the log).
         #[arg(long, value_name = "N", default_value_t = 0)]
         tail: u32,
         /// Show each line's time and stream.

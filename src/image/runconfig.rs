@@ -1,5 +1,6 @@
 //! The OCI config merge: what a container runs (argv, environment, working
-//! directory, user), computed from the image config and the container spec.
+//! directory, user) and how it is stopped (stop signal), computed from the
+//! image config and the container spec.
 //!
 //! Owns [`ImageConfig`] (the parts of the image config's `config` object the
 //! merge reads), [`RunConfig`] (the merged result the runtime executes) and
@@ -12,6 +13,11 @@
 //! | none           | set         | image `Entrypoint` + spec args     |
 //! | set            | set         | spec command + spec args           |
 //!
+//! The stop signal is the spec's `stop_signal`, else the image's
+//! `StopSignal` (read as the spec's, [`StopSignal::parse`]), else SIGTERM;
+//! as in podman, a bad image `StopSignal` fails the merge unless the spec
+//! overrides it.
+//!
 //! It is pure computation: it never reads the rootfs, the store or anything
 //! else on the system, and it does not resolve the `User` string (that needs
 //! the image's `/etc/passwd`; see [`super::user`]) nor create the working
@@ -19,7 +25,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::spec::Container;
+use crate::spec::{Container, StopSignal};
 
 /// The `PATH` a container gets when neither the image nor the spec sets one
 /// (Docker's default for Linux containers).
@@ -40,6 +46,8 @@ pub struct ImageConfig {
     pub working_dir: Option<String>,
     #[serde(rename = "User", default)]
     pub user: Option<String>,
+    #[serde(rename = "StopSignal", default)]
+    pub stop_signal: Option<String>,
 }
 
 /// What the runtime executes.
@@ -57,6 +65,8 @@ pub struct RunConfig {
     /// The image's `User`, unresolved; `None` means root (an empty string is
     /// normalised to `None`).
     pub user: Option<String>,
+    /// What stops the container's PID 1 (before SIGKILL).
+    pub stop_signal: StopSignal,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +79,8 @@ pub enum RunConfigError {
     /// `chdir` take C strings). The spec side is checked by `Pod::new`.
     #[error("image config {field} contains a NUL byte: {value:?}")]
     Nul { field: String, value: String },
+    #[error("image config StopSignal: {0} (the container's stop_signal can override it)")]
+    StopSignal(String),
 }
 
 /// Merges the image config with the container spec (see the module doc for
@@ -79,7 +91,18 @@ pub fn merge(image: &ImageConfig, container: &Container) -> Result<RunConfig, Ru
         env: env(image, container)?,
         working_dir: working_dir(image, container)?,
         user: image.user.clone().filter(|u| !u.is_empty()),
+        stop_signal: stop_signal(image, container)?,
     })
+}
+
+fn stop_signal(image: &ImageConfig, c: &Container) -> Result<StopSignal, RunConfigError> {
+    if let Some(signal) = c.stop_signal {
+        return Ok(signal);
+    }
+    match image.stop_signal.as_deref() {
+        None | Some("") => Ok(StopSignal::DEFAULT),
+        Some(name) => StopSignal::parse(name).map_err(RunConfigError::StopSignal),
+    }
 }
 
 fn argv(image: &ImageConfig, c: &Container) -> Result<Vec<String>, RunConfigError> {
@@ -222,6 +245,7 @@ mod tests {
             mounts: Vec::new(),
             limits: Limits::default(),
             seccomp: Default::default(),
+            stop_signal: None,
         }
     }
 
@@ -528,9 +552,33 @@ mod tests {
                 env: Some(strings(&["PATH=/usr/bin"])),
                 working_dir: Some(String::new()),
                 user: Some("1000".into()),
+                stop_signal: None,
             }
         );
         let config: ImageConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(config, ImageConfig::default());
+    }
+
+    #[test]
+    fn stop_signal_from_the_spec_the_image_or_sigterm() {
+        let signal = |image_signal: Option<&str>, spec: Option<&str>| {
+            let mut img = image(None, CMD);
+            img.stop_signal = image_signal.map(str::to_owned);
+            let mut c = container(None, None);
+            c.stop_signal = spec.map(|s| StopSignal::parse(s).unwrap());
+            merge(&img, &c).map(|r| r.stop_signal.name())
+        };
+        assert_eq!(signal(None, None).unwrap(), "SIGTERM");
+        assert_eq!(signal(Some(""), None).unwrap(), "SIGTERM");
+        assert_eq!(signal(Some("SIGQUIT"), None).unwrap(), "SIGQUIT");
+        assert_eq!(signal(Some("37"), Some("TERM")).unwrap(), "SIGTERM");
+        assert_eq!(signal(None, Some("usr1")).unwrap(), "SIGUSR1");
+        assert_eq!(
+            signal(Some("SIGRTMIN+3"), None).unwrap_err().to_string(),
+            "image config StopSignal: \"SIGRTMIN+3\": real-time signals are not supported \
+             (the container's stop_signal can override it)"
+        );
+        let config: ImageConfig = serde_json::from_str(r#"{"StopSignal":"SIGQUIT"}"#).unwrap();
+        assert_eq!(config.stop_signal.as_deref(), Some("SIGQUIT"));
     }
 }

@@ -825,13 +825,14 @@ impl Reconciler {
         }
     }
 
-    /// Stops every container of `spec` (grace period from the spec).
+    /// Stops every container of `spec` (stop signal and grace period from
+    /// the spec; the runtime knows the image's stop signal).
     async fn stop_containers(&self, spec: &Pod) {
         let grace = Duration::from_secs(u64::from(spec.stop_grace_period_s));
-        let stops = spec
-            .containers
-            .iter()
-            .map(|c| self.runtime.stop(&spec.name, &c.name, grace));
+        let stops = spec.containers.iter().map(|c| {
+            let signal = c.stop_signal.map(Into::into);
+            self.runtime.stop(&spec.name, &c.name, signal, grace)
+        });
         for (result, container) in futures_util::future::join_all(stops)
             .await
             .into_iter()

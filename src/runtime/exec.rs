@@ -8,7 +8,8 @@
 //! namespace, its placement in the container's cgroup at the ready
 //! checkpoint, the wait for its exit — and [`Consoles`], what tankd knows
 //! about each running container for exec and attach: the context its
-//! PID 1 was started with and, for a `tty: true` container, the
+//! PID 1 was started with (for an adopted container, the one its run
+//! record kept: [`super::record`]) and, for a `tty: true` container, the
 //! [`Session`] of its PTY. It never decides whether a container runs.
 //!
 //! No fork of the multi-threaded daemon: the clone happens on a thread
@@ -49,8 +50,11 @@ pub enum ExecError {
     Timeout(Duration),
 }
 
-/// What an exec in a container inherits from the container's PID 1.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an exec in a container inherits: the context its PID 1 was
+/// started with (the merged env, the image's user, resolved again in the
+/// container at each exec as at the start, the working directory and
+/// capabilities), never what PID 1 made of itself since.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExecContext {
     pub user: Option<String>,
     pub env: Vec<String>,
@@ -59,10 +63,11 @@ pub struct ExecContext {
 }
 
 impl ExecContext {
-    /// The context of a container started by a previous tankd (adopted,
-    /// no plan at hand), read from its PID 1: the environment it was
-    /// exec'd with, its real uid and gid, Docker's default capabilities;
-    /// the working directory is `/` (the configured one is not recorded).
+    /// The context of a container adopted from a tankd whose run record
+    /// did not keep it, read from its PID 1: its environ now, its real
+    /// uid and gid now, Docker's default capabilities; the working
+    /// directory is `/`. Wrong for a PID 1 that rewrote its environ (nginx,
+    /// redis) or switched users: only a fallback.
     pub fn from_proc(pid: u32) -> Option<ExecContext> {
         let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
         let env = environ
@@ -169,6 +174,19 @@ impl Consoles {
         }
     }
 
+    /// A container adopted from a previous tankd, with the context its run
+    /// record kept (no terminal: a PTY master does not survive tankd).
+    pub fn adopted(&self, pod: &str, container: &str, pid: u32, context: ExecContext) {
+        self.lock().insert(
+            (pod.to_owned(), container.to_owned()),
+            Entry {
+                pid,
+                context: Arc::new(context),
+                main: None,
+            },
+        );
+    }
+
     /// The exec context of a running container (and its PID 1).
     pub fn context(&self, pod: &str, container: &str) -> Option<(u32, Arc<ExecContext>)> {
         self.lock()
@@ -256,8 +274,16 @@ pub async fn exec(
     let context = match runtime.consoles().context(pod, container) {
         Some((context_pid, context)) if context_pid == pid => context,
         Some(_) => return Err(not_running()),
-        // Adopted from a previous tankd.
-        None => Arc::new(ExecContext::from_proc(pid).ok_or_else(not_running)?),
+        // Adopted with a record of an older tankd (warned at adoption).
+        None => {
+            let proc_context = move || ExecContext::from_proc(pid);
+            let context = tokio::task::spawn_blocking(proc_context)
+                .await
+                .ok()
+                .flatten()
+                .ok_or_else(not_running)?;
+            Arc::new(context)
+        }
     };
     let plan = ExecPlan {
         env: merge_env(&context.env, request.tty, &request.env),

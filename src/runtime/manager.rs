@@ -3,10 +3,18 @@
 //! Owns the live containers (their pidfds, cgroups, output drains and
 //! scratch directories) and each pod's sandbox (network namespace, etc
 //! files). A container's life: scratch dirs and cgroup → log pipes →
-//! spawn (placed in its cgroup at the ready checkpoint) → watched through
+//! spawn (placed in its cgroup at the ready checkpoint) → run record
+//! (exec context and stop signal, for a later tankd) → watched through
 //! its pidfd → on exit, everything it had is torn down and an
-//! [`RuntimeEvent::Exited`] is published. It never decides whether a
+//! [`RuntimeEvent::Exited`] is published. Stopping sends its stop signal
+//! (the image's `StopSignal` or the spec's `stop_signal`, else SIGTERM),
+//! then SIGKILL after the grace period. It never decides whether a
 //! container should run: the reconciler calls it.
+//!
+//! File system and cgroup work (scratch and run dirs, cgroups, volumes,
+//! log files, teardown) runs on blocking threads, never on the async
+//! workers; only [`Runtime::adopt`], at startup before READY=1, reads its
+//! small records and cgroup files in place.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -20,7 +28,8 @@ use nix::sys::signal::Signal;
 use tokio::sync::{broadcast, watch};
 
 use super::cgroup::{CgroupConfig, Cgroups, ContainerCgroup};
-use super::logs::{self, LogSink, Stream};
+use super::exec::ExecContext;
+use super::logs::{self, LogRun, LogSink, Stream};
 use super::plan::{
     BindMount, InitPlan, RootfsPlan, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS,
     DEFAULT_READONLY_PATHS,
@@ -28,13 +37,13 @@ use super::plan::{
 use super::record::{ContainerRecord, RunDir};
 use super::seccomp::{SeccompError, SeccompProgram};
 use super::spawn::{self, ExitStatus, Spawner, Stdio};
-use super::volumes::Volumes;
+use super::volumes::{VolumeError, Volumes};
 use crate::image::runconfig::RunConfig;
 use crate::net::etc::{write_pod_etc, PodEtc, Resolv};
 use crate::net::host::Host;
 use crate::net::macvlan::{configure_nics, observe_nics};
 use crate::net::netns::NetnsDir;
-use crate::spec::{Container, Network, Pod, Seccomp, VolumeSource};
+use crate::spec::{Container, Network, Pod, Seccomp, StopSignal, VolumeSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -57,6 +66,8 @@ pub enum RuntimeError {
     },
     #[error("container {pod}/{container} is already running")]
     AlreadyRunning { pod: String, container: String },
+    #[error("a blocking task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
     #[error("{0}")]
     Other(String),
 }
@@ -123,6 +134,8 @@ struct Live {
     cgroup: Arc<ContainerCgroup>,
     /// The profile its processes (and so its execs) run under.
     seccomp: Seccomp,
+    /// What stops it (before SIGKILL).
+    stop_signal: Signal,
     /// Flips to true once the watcher has torn the container down.
     gone: watch::Receiver<bool>,
 }
@@ -286,7 +299,11 @@ impl Runtime {
             _ => Resolv::for_pods_from_host(),
         };
         let dir = self.pod_dir(&pod.name).join("etc");
-        let etc = write_pod_etc(&dir, &pod.name, &resolv, &ips).map_err(io_err(&dir))?;
+        let (name, addresses) = (pod.name.clone(), ips.clone());
+        let etc = tokio::task::spawn_blocking(move || {
+            write_pod_etc(&dir, &name, &resolv, &addresses).map_err(io_err(&dir))
+        })
+        .await??;
         Ok(Sandbox { netns, etc, ips })
     }
 
@@ -356,30 +373,45 @@ impl Runtime {
         tokio::task::spawn_blocking(move || netns.remove(&name))
             .await
             .map_err(|e| RuntimeError::Other(e.to_string()))??;
-        self.cgroups.remove_pod(pod)?;
-        // A pod's output goes with it (managed volumes stay).
-        let logs = self.config.data_dir.join("logs").join(pod);
-        if let Err(e) = std::fs::remove_dir_all(&logs) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                log::warn!("{pod}: cannot remove logs: {e}");
-            }
-        }
         self.logs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(p, _), _| p != pod);
+        let cgroups = self.cgroups.clone();
+        let name = pod.to_owned();
+        // A pod's output goes with it (managed volumes stay).
+        let logs = self.config.data_dir.join("logs").join(pod);
         let run = self.run_containers_dir().join(pod);
-        if let Err(e) = std::fs::remove_dir_all(&run) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                log::warn!("{pod}: cannot remove {}: {e}", run.display());
-            }
-        }
         let dir = self.pod_dir(pod);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(&dir)(e)),
-        }
+        tokio::task::spawn_blocking(move || {
+            cgroups.remove_pod(&name)?;
+            for leftover in [&logs, &run] {
+                if let Err(e) = std::fs::remove_dir_all(leftover) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        log::warn!("{name}: cannot remove {}: {e}", leftover.display());
+                    }
+                }
+            }
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_err(&dir)(e)),
+            }
+        })
+        .await?
+    }
+
+    /// Deletes a managed volume and its data (see [`Volumes::remove`]), on
+    /// a blocking thread: a large volume takes seconds.
+    pub async fn remove_volume(
+        &self,
+        pod: &str,
+        volume: &str,
+        declared: bool,
+    ) -> Result<(), VolumeError> {
+        let volumes = self.volumes.clone();
+        let (pod, volume) = (pod.to_owned(), volume.to_owned());
+        tokio::task::spawn_blocking(move || volumes.remove(&pod, &volume, declared)).await?
     }
 
     /// Pods that have a sandbox or container cgroups now (for cleanup of
@@ -434,6 +466,111 @@ impl Runtime {
                 container: key.1,
             });
         }
+        let prepared = {
+            let this = Arc::clone(self);
+            let (pod, container) = (pod.clone(), container.clone());
+            let (run, sandbox) = (run.clone(), sandbox.clone());
+            tokio::task::spawn_blocking(move || {
+                this.prepare(&pod, &container, &run, rootfs, &sandbox)
+            })
+            .await??
+        };
+        let Prepared {
+            plan,
+            cgroup,
+            run_dir,
+            stdio,
+            sink,
+            readers,
+        } = prepared;
+        let log_run = start_drains(&sink, readers);
+
+        let placed = Arc::clone(&cgroup);
+        let spawned = self
+            .spawner
+            .spawn(&plan, stdio, move |pid| {
+                placed.add_process(pid).map_err(|e| e.to_string())
+            })
+            .await;
+        let started = match spawned {
+            Ok(started) => started,
+            Err(e) => {
+                let dir = self.container_dir(&pod.name, &container.name);
+                let cleanup = tokio::task::spawn_blocking(move || {
+                    let _ = cgroup.kill_all();
+                    if let Ok(cg) = Arc::try_unwrap(cgroup) {
+                        let _ = cg.delete();
+                    }
+                    let _ = std::fs::remove_dir_all(&dir);
+                    run_dir.remove();
+                });
+                if let Err(e) = cleanup.await {
+                    log::warn!("{}/{}: cleanup: {e}", pod.name, container.name);
+                }
+                return Err(e.into());
+            }
+        };
+        let started_at = SystemTime::now();
+        let pid = started.pid;
+        let context = ExecContext::of(&plan);
+        let stop_signal = run.stop_signal;
+        let seccomp = container.seccomp;
+        // For a later tankd (before the watcher could remove the run dir).
+        let recorded = {
+            let context = context.clone();
+            tokio::task::spawn_blocking(move || {
+                // None: it exited already, and the watcher reaps it at once.
+                let Some(mut record) = ContainerRecord::of(pid, started_at) else {
+                    return Ok(());
+                };
+                record.exec = Some(context);
+                record.stop_signal = Some(stop_signal);
+                record.seccomp = seccomp;
+                run_dir.write_record(&record)
+            })
+            .await
+        };
+        if let Err(e) = recorded.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
+            log::warn!(
+                "{}/{}: no record for a later tankd: {e}",
+                pod.name,
+                container.name
+            );
+        }
+        self.consoles.started(&plan, pid, started.pty, Some(sink));
+        self.watch(
+            key,
+            Watched {
+                pid,
+                pidfd: started.pidfd,
+                cgroup,
+                child: true,
+                stop_signal: stop_signal.signal(),
+                seccomp,
+                log_run: Some(log_run),
+            },
+        );
+        log::info!(
+            "{}/{}: started, pid {pid}, stop signal {stop_signal}",
+            pod.name,
+            container.name
+        );
+        Ok(Started { pid, started_at })
+    }
+
+    /// The host side of a start, blocking: a fresh scratch dir (upper
+    /// layer), volumes, the cgroup, the run dir with its FIFOs, the log
+    /// sink; the init plan. A cgroup made here is removed again if a later
+    /// step fails.
+    fn prepare(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        run: &RunConfig,
+        rootfs: RootfsSource,
+        sandbox: &Sandbox,
+    ) -> Result<Prepared, RuntimeError> {
+        let key = (pod.name.clone(), container.name.clone());
         let dir = self.container_dir(&pod.name, &container.name);
         // A fresh upper layer for every start.
         if dir.exists() {
@@ -481,64 +618,47 @@ impl Runtime {
             &container.limits,
         )?);
         let run_dir = self.container_run_dir(&pod.name, &container.name);
-        let (stdout_w, stderr_w) = run_dir.create().map_err(io_err(run_dir.path()))?;
-        self.drain_output(&key, &run_dir)?;
-        let stdin = std::fs::File::open("/dev/null").map_err(io_err(Path::new("/dev/null")))?;
-        let stdio = Stdio {
-            stdin: stdin.into(),
-            stdout: stdout_w,
-            stderr: stderr_w,
-            tty: false,
+        let rest = || -> Result<(Stdio, Arc<LogSink>, [OwnedFd; 2]), RuntimeError> {
+            let (stdout_w, stderr_w) = run_dir.create().map_err(io_err(run_dir.path()))?;
+            let (sink, readers) = self.open_output(&key, &run_dir)?;
+            let stdin = std::fs::File::open("/dev/null").map_err(io_err(Path::new("/dev/null")))?;
+            let stdio = Stdio {
+                stdin: stdin.into(),
+                stdout: stdout_w,
+                stderr: stderr_w,
+                tty: false,
+            };
+            Ok((stdio, sink, readers))
         };
-
-        let placed = Arc::clone(&cgroup);
-        let spawned = self
-            .spawner
-            .spawn(&plan, stdio, move |pid| {
-                placed.add_process(pid).map_err(|e| e.to_string())
-            })
-            .await;
-        let started = match spawned {
-            Ok(started) => started,
+        match rest() {
+            Ok((stdio, sink, readers)) => Ok(Prepared {
+                plan,
+                cgroup,
+                run_dir,
+                stdio,
+                sink,
+                readers,
+            }),
             Err(e) => {
-                let _ = cgroup.kill_all();
                 if let Ok(cg) = Arc::try_unwrap(cgroup) {
-                    let _ = cg.delete();
+                    if let Err(e) = cg.delete() {
+                        log::warn!("{}/{}: {e}", pod.name, container.name);
+                    }
                 }
-                let _ = std::fs::remove_dir_all(&dir);
                 run_dir.remove();
-                return Err(e.into());
-            }
-        };
-        let started_at = SystemTime::now();
-        let pid = started.pid;
-        // None: it exited already, and the watcher reaps it at once.
-        if let Some(mut record) = ContainerRecord::of(pid, started_at) {
-            record.seccomp = container.seccomp;
-            if let Err(e) = run_dir.write_record(&record) {
-                log::warn!(
-                    "{}/{}: no record for a later tankd: {e}",
-                    pod.name,
-                    container.name
-                );
+                Err(e)
             }
         }
-        self.consoles.started(
-            &plan,
-            pid,
-            started.pty,
-            self.log_sink(&pod.name, &container.name),
-        );
-        self.watch(key, pid, started.pidfd, cgroup, container.seccomp, true);
-        log::info!("{}/{}: started, pid {pid}", pod.name, container.name);
-        Ok(Started { pid, started_at })
     }
 
     /// Takes over a container a previous tankd started, if it still runs:
     /// its record names a live process (same pid and start time) inside
-    /// its cgroup. Its output FIFOs are drained again and its exit watched
+    /// its cgroup. Its output FIFOs are drained again, its exit watched
     /// through a pidfd (the exit status stays unknown: tankd is not its
-    /// parent). `None` when there is nothing to adopt.
+    /// parent), and exec and stop use the context and stop signal its
+    /// record kept (a record of an older tankd has neither: exec falls
+    /// back to `/proc`, stop to SIGTERM). `None` when there is nothing to
+    /// adopt.
     pub fn adopt(self: &Arc<Self>, pod: &str, container: &str) -> Option<Started> {
         let key = (pod.to_owned(), container.to_owned());
         if self.is_running(pod, container) {
@@ -561,16 +681,34 @@ impl Runtime {
         if !record.is_alive() {
             return None;
         }
-        if let Err(e) = self.drain_output(&key, &run_dir) {
-            log::warn!("{pod}/{container}: output not drained: {e}");
+        let log_run = match self.open_output(&key, &run_dir) {
+            Ok((sink, readers)) => Some(start_drains(&sink, readers)),
+            Err(e) => {
+                log::warn!("{pod}/{container}: output not drained: {e}");
+                None
+            }
+        };
+        match record.exec.clone() {
+            Some(context) => self.consoles.adopted(pod, container, record.pid, context),
+            None => log::warn!(
+                "{pod}/{container}: its run record has no exec context (written by an older \
+                 tankd): an exec reads it from /proc/{} (wrong if PID 1 rewrote its environ \
+                 or switched users)",
+                record.pid
+            ),
         }
+        let stop_signal = record.stop_signal.unwrap_or(StopSignal::DEFAULT);
         self.watch(
             key,
-            record.pid,
-            pidfd,
-            Arc::new(cgroup),
-            record.seccomp,
-            false,
+            Watched {
+                pid: record.pid,
+                pidfd,
+                cgroup: Arc::new(cgroup),
+                child: false,
+                stop_signal: stop_signal.signal(),
+                seccomp: record.seccomp,
+                log_run,
+            },
         );
         log::info!("{pod}/{container}: adopted, pid {}", record.pid);
         Some(Started {
@@ -579,36 +717,41 @@ impl Runtime {
         })
     }
 
-    /// Opens the log sink of a container and drains its FIFOs into it (the
-    /// drains end when every writer, the container's processes, is gone).
-    fn drain_output(&self, key: &(String, String), run_dir: &RunDir) -> Result<(), RuntimeError> {
-        let path = self.log_path(&key.0, &key.1);
-        let sink = LogSink::open(&path, self.config.log_max_bytes, &key.0, &key.1)
-            .map_err(io_err(&path))?;
-        self.logs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key.clone(), Arc::clone(&sink));
-        for stream in [Stream::Stdout, Stream::Stderr] {
-            let fd = run_dir
-                .open_reader(stream)
-                .map_err(io_err(run_dir.path()))?;
-            tokio::spawn(logs::drain(fd, stream, Arc::clone(&sink)));
-        }
-        Ok(())
+    /// The log sink of a container (the one it had since tankd started,
+    /// else a new one) and tankd's (reading) ends of its FIFOs. Blocking.
+    fn open_output(
+        &self,
+        key: &(String, String),
+        run_dir: &RunDir,
+    ) -> Result<(Arc<LogSink>, [OwnedFd; 2]), RuntimeError> {
+        let sink = match self.log_sink(&key.0, &key.1) {
+            Some(sink) => sink,
+            None => {
+                let path = self.log_path(&key.0, &key.1);
+                let sink = LogSink::open(&path, self.config.log_max_bytes, &key.0, &key.1)
+                    .map_err(io_err(&path))?;
+                self.logs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key.clone(), Arc::clone(&sink));
+                sink
+            }
+        };
+        let open = |stream| run_dir.open_reader(stream).map_err(io_err(run_dir.path()));
+        Ok((sink, [open(Stream::Stdout)?, open(Stream::Stderr)?]))
     }
 
     /// Records a live container and watches its pidfd until it exits.
-    /// `child`: tankd is its parent and learns its exit status.
-    fn watch(
-        self: &Arc<Self>,
-        key: (String, String),
-        pid: u32,
-        pidfd: OwnedFd,
-        cgroup: Arc<ContainerCgroup>,
-        seccomp: Seccomp,
-        child: bool,
-    ) {
+    fn watch(self: &Arc<Self>, key: (String, String), watched: Watched) {
+        let Watched {
+            pid,
+            pidfd,
+            cgroup,
+            child,
+            stop_signal,
+            seccomp,
+            log_run,
+        } = watched;
         let pidfd = Arc::new(pidfd);
         let (gone_tx, gone_rx) = watch::channel(false);
         self.live.lock().unwrap_or_else(|e| e.into_inner()).insert(
@@ -618,6 +761,7 @@ impl Runtime {
                 pidfd: Arc::clone(&pidfd),
                 cgroup: Arc::clone(&cgroup),
                 seccomp,
+                stop_signal,
                 gone: gone_rx,
             },
         );
@@ -639,6 +783,7 @@ impl Runtime {
             let dir = this.container_dir(&key.0, &key.1);
             this.torn_down(key, pid, status, cgroup, dir).await;
             let _ = gone_tx.send(true);
+            drop(log_run);
         });
     }
 
@@ -652,29 +797,38 @@ impl Runtime {
         cgroup: Arc<ContainerCgroup>,
         dir: PathBuf,
     ) {
-        let oom_killed = cgroup.oom_kills().map(|n| n > 0).unwrap_or(false)
-            && matches!(status, Some(ExitStatus::Signaled(9)) | None);
-        if let Err(e) = cgroup.kill_all() {
-            log::warn!("{}/{}: {e}", key.0, key.1);
-        }
-        // Other handles (a concurrent stop) may still exist: delete through
-        // a fresh one.
-        drop(cgroup);
-        match self.cgroups.open(&key.0, &key.1) {
-            Ok(Some(cgroup)) => {
-                if let Err(e) = cgroup.delete() {
-                    log::warn!("{}/{}: {e}", key.0, key.1);
-                }
-            }
-            Ok(None) => {}
-            Err(e) => log::warn!("{}/{}: {e}", key.0, key.1),
-        }
+        let cgroups = self.cgroups.clone();
         let run_dir = self.container_run_dir(&key.0, &key.1);
-        let _ = tokio::task::spawn_blocking(move || {
+        let (pod, container) = key.clone();
+        let teardown = tokio::task::spawn_blocking(move || {
+            let oom_killed = cgroup.oom_kills().map(|n| n > 0).unwrap_or(false)
+                && matches!(status, Some(ExitStatus::Signaled(9)) | None);
+            if let Err(e) = cgroup.kill_all() {
+                log::warn!("{pod}/{container}: {e}");
+            }
+            // Other handles (a concurrent stop) may still exist: delete
+            // through a fresh one.
+            drop(cgroup);
+            match cgroups.open(&pod, &container) {
+                Ok(Some(cgroup)) => {
+                    if let Err(e) = cgroup.delete() {
+                        log::warn!("{pod}/{container}: {e}");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => log::warn!("{pod}/{container}: {e}"),
+            }
             let _ = std::fs::remove_dir_all(dir);
             run_dir.remove();
-        })
-        .await;
+            oom_killed
+        });
+        let oom_killed = match teardown.await {
+            Ok(oom_killed) => oom_killed,
+            Err(e) => {
+                log::error!("{}/{}: teardown: {e}", key.0, key.1);
+                false
+            }
+        };
         // Only now is the name free: a start of the same container (a
         // restart, a new generation) must not race this teardown.
         self.live
@@ -698,31 +852,42 @@ impl Runtime {
         });
     }
 
-    /// Stops a container: SIGTERM, up to `grace`, then SIGKILL of
-    /// everything in its cgroup. Returns once it is torn down. A container
-    /// that is not running is fine.
+    /// Stops a container: `signal` (`None`: its own stop signal — the
+    /// image's `StopSignal` or the spec's `stop_signal` as resolved at its
+    /// start and kept in its run record, else SIGTERM) to its PID 1, up to
+    /// `grace`, then SIGKILL of everything in its cgroup. Returns once it
+    /// is torn down. A container that is not running is fine.
     pub async fn stop(
         &self,
         pod: &str,
         container: &str,
+        signal: Option<Signal>,
         grace: Duration,
     ) -> Result<(), RuntimeError> {
         let entry = {
             let live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-            live.get(&(pod.to_owned(), container.to_owned()))
-                .map(|l| (Arc::clone(&l.pidfd), Arc::clone(&l.cgroup), l.gone.clone()))
+            live.get(&(pod.to_owned(), container.to_owned())).map(|l| {
+                (
+                    Arc::clone(&l.pidfd),
+                    Arc::clone(&l.cgroup),
+                    l.gone.clone(),
+                    l.stop_signal,
+                )
+            })
         };
-        let Some((pidfd, cgroup, mut gone)) = entry else {
+        let Some((pidfd, cgroup, mut gone, own)) = entry else {
             return Ok(());
         };
-        let _ = spawn::send_signal(&pidfd, Signal::SIGTERM);
+        let signal = signal.unwrap_or(own);
+        log::info!("{pod}/{container}: stopping with {}", signal.as_str());
+        let _ = spawn::send_signal(&pidfd, signal);
         let exited = tokio::time::timeout(grace, gone.wait_for(|g| *g))
             .await
             .is_ok();
         if !exited {
             log::info!("{pod}/{container}: still running after {grace:?}, killing");
             let _ = spawn::send_signal(&pidfd, Signal::SIGKILL);
-            cgroup.kill_all()?;
+            tokio::task::spawn_blocking(move || cgroup.kill_all()).await??;
             let _ = gone.wait_for(|g| *g).await;
         }
         Ok(())
@@ -806,6 +971,41 @@ impl Runtime {
         }
         Ok(mounts)
     }
+}
+
+/// What the host side of a start made ([`Runtime::prepare`]).
+struct Prepared {
+    plan: InitPlan,
+    cgroup: Arc<ContainerCgroup>,
+    run_dir: RunDir,
+    /// The container's stdio (its ends of the FIFOs).
+    stdio: Stdio,
+    sink: Arc<LogSink>,
+    /// tankd's ends of the FIFOs: stdout, stderr.
+    readers: [OwnedFd; 2],
+}
+
+/// A container to watch ([`Runtime::watch`]).
+struct Watched {
+    pid: u32,
+    pidfd: OwnedFd,
+    cgroup: Arc<ContainerCgroup>,
+    /// tankd is its parent and learns its exit status.
+    child: bool,
+    stop_signal: Signal,
+    /// The profile its processes (and so its execs) run under.
+    seccomp: Seccomp,
+    /// Its output's run, let go of once it is torn down.
+    log_run: Option<Arc<LogRun>>,
+}
+
+/// A new run of `sink`, drained from `readers` (stdout, stderr).
+fn start_drains(sink: &Arc<LogSink>, readers: [OwnedFd; 2]) -> Arc<LogRun> {
+    let run = sink.begin_run();
+    for (fd, stream) in readers.into_iter().zip([Stream::Stdout, Stream::Stderr]) {
+        tokio::spawn(logs::drain(fd, stream, Arc::clone(&run)));
+    }
+    run
 }
 
 /// Marks a container as being started until dropped.

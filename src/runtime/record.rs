@@ -3,8 +3,14 @@
 //!
 //! - `record.json`: the pid of its PID 1, that process's start time (clock
 //!   ticks since boot, field 22 of `/proc/<pid>/stat`, so a recycled pid is
-//!   never mistaken for it), when it started, and its seccomp profile (so
-//!   that an exec into an adopted container gets the same filter);
+//!   never mistaken for it) and when it started; what an exec in it
+//!   inherits (the resolved env, user, working directory, capabilities:
+//!   the [`ExecContext`] it was started with, since its PID 1 may rewrite
+//!   its own environ or drop privileges), its stop signal and its seccomp
+//!   profile (so that an exec into an adopted container gets the same
+//!   filter). The env holds secrets: the file is 0600 in the private
+//!   `run_dir`. A record of an older tankd has none of these: see
+//!   [`ContainerRecord::exec`];
 //! - `stdout`, `stderr`: the FIFOs its output goes through. The container
 //!   holds them open read-write, so it always has a reader of its own: a
 //!   tankd that dies (or is upgraded) never kills it with SIGPIPE; output
@@ -22,8 +28,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
+use super::exec::ExecContext;
 use super::logs::Stream;
-use crate::spec::Seccomp;
+use crate::spec::{Seccomp, StopSignal};
 
 /// The record of one running container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,8 +43,17 @@ pub struct ContainerRecord {
     /// The seccomp profile its processes run under. Records written before
     /// the field existed read as `runtime/default`: an exec gets the filter
     /// (never less confinement than asked for).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Seccomp::is_default")]
     pub seccomp: Seccomp,
+    /// What an exec inherits. `None` in a record written by a tankd that
+    /// did not keep it: the context is then read from `/proc` of `pid`
+    /// ([`ExecContext::from_proc`]), which is wrong for a PID 1 that
+    /// rewrote its environ or switched users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecContext>,
+    /// What stops it (before SIGKILL). `None` in an older record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<StopSignal>,
 }
 
 impl ContainerRecord {
@@ -52,6 +68,8 @@ impl ContainerRecord {
                 .unwrap_or_default()
                 .as_millis() as u64,
             seccomp: Seccomp::default(),
+            exec: None,
+            stop_signal: None,
         })
     }
 
@@ -196,9 +214,22 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let run = RunDir::new(tmp.path(), "pod", "c");
         let (stdout, _stderr) = run.create().unwrap();
-        let record = ContainerRecord::of(std::process::id(), SystemTime::now()).unwrap();
+        let mut record = ContainerRecord::of(std::process::id(), SystemTime::now()).unwrap();
+        record.exec = Some(ExecContext {
+            user: Some("app".into()),
+            env: vec!["SECRET=s3cr3t".into()],
+            cwd: "/srv".into(),
+            capabilities: vec!["CAP_CHOWN".into()],
+        });
+        record.stop_signal = Some(StopSignal::parse("QUIT").unwrap());
         run.write_record(&record).unwrap();
         assert_eq!(run.read_record(), Some(record));
+        // Private: the env holds secrets.
+        let mode = std::fs::metadata(run.record_path()).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
 
         // A reader comes and goes; the writer's end is a reader too, so
         // writing never fails meanwhile, and a new reader gets the data.
@@ -230,5 +261,25 @@ mod tests {
         let old = r#"{"pid": 1, "start_ticks": 2, "started_at_ms": 3}"#;
         let old: ContainerRecord = serde_json::from_str(old).unwrap();
         assert_eq!(old.seccomp, Seccomp::RuntimeDefault);
+    }
+
+    #[test]
+    fn a_record_of_an_older_tankd_has_no_context() {
+        let old = r#"{"pid":42,"start_ticks":7,"started_at_ms":1700000000000}"#;
+        let record: ContainerRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (record.pid, record.exec, record.stop_signal),
+            (42, None, None)
+        );
+        // And a record without them is written as an older tankd did.
+        let record = ContainerRecord {
+            pid: 42,
+            start_ticks: 7,
+            started_at_ms: 1_700_000_000_000,
+            exec: None,
+            stop_signal: None,
+            seccomp: Seccomp::RuntimeDefault,
+        };
+        assert_eq!(serde_json::to_string(&record).unwrap(), old);
     }
 }

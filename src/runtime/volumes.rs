@@ -21,6 +21,8 @@ pub enum VolumeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("the removal task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// A managed volume on disk.
@@ -33,6 +35,7 @@ pub struct VolumeInfo {
     pub bytes: u64,
 }
 
+#[derive(Debug, Clone)]
 pub struct Volumes {
     root: PathBuf,
 }
@@ -100,6 +103,7 @@ impl Volumes {
 
     /// Deletes a volume and its data. `declared` says whether `pod` is
     /// still declared with a volume of that name: then it is refused.
+    /// Blocking (seconds for a large volume): see `Runtime::remove_volume`.
     pub fn remove(&self, pod: &str, volume: &str, declared: bool) -> Result<(), VolumeError> {
         check_name(pod)?;
         check_name(volume)?;

@@ -18,6 +18,7 @@
 
 mod de;
 mod net;
+mod signal;
 mod text;
 mod validate;
 
@@ -29,6 +30,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use net::{Ipv4Cidr, ParseCidrError};
+pub use signal::StopSignal;
 
 /// A pod: containers sharing a network namespace, volumes and a restart policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +46,8 @@ pub struct Pod {
     pub volumes: Vec<Volume>,
     /// At least one.
     pub containers: Vec<Container>,
-    /// SIGTERM → wait this long → SIGKILL.
+    /// The containers' stop signal (SIGTERM unless the image or the
+    /// container names another) → wait this long → SIGKILL.
     #[serde(default = "default_stop_grace_period_s")]
     pub stop_grace_period_s: u32,
 }
@@ -142,6 +145,11 @@ pub struct Container {
     /// specs stored before the field existed keep their exact bytes.
     #[serde(default, skip_serializing_if = "Seccomp::is_default")]
     pub seccomp: Seccomp,
+    /// The signal that stops the container (then SIGKILL after the pod's
+    /// grace period): a name (`"SIGQUIT"`, `"QUIT"`) or a number; `None`:
+    /// the image's `StopSignal`, else SIGTERM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<StopSignal>,
 }
 
 /// The seccomp profile of a container: JSON `"runtime/default"` (the

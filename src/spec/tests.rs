@@ -231,7 +231,7 @@ fn serde_errors_carry_the_path() {
     assert_eq!(
         error(doc),
         "containers[0].imag: unknown field `imag`, expected one of `name`, `image`, `command`, \
-         `args`, `env`, `working_dir`, `tty`, `mounts`, `limits`, `seccomp`"
+         `args`, `env`, `working_dir`, `tty`, `mounts`, `limits`, `seccomp`, `stop_signal`"
     );
 
     let mut doc = minimal();
@@ -493,6 +493,43 @@ fn seccomp_rejects_anything_else_naming_the_field() {
         Pod::from_yaml(yaml).unwrap_err().to_string(),
         format!(r#"containers[0].seccomp: invalid value: string "none", {expected}"#)
     );
+}
+
+#[test]
+fn stop_signal_spellings_share_one_canonical_form() {
+    let canonical = |signal: serde_json::Value| {
+        let mut doc = minimal();
+        doc["containers"][0]["stop_signal"] = signal;
+        Pod::new(doc).map(|pod| pod.to_canonical_json())
+    };
+    let quit = canonical(json!("SIGQUIT")).unwrap();
+    assert!(quit.contains(r#""stop_signal":"SIGQUIT""#), "{quit}");
+    for spelling in [json!("QUIT"), json!("quit"), json!("3"), json!(3)] {
+        assert_eq!(canonical(spelling.clone()).unwrap(), quit, "{spelling}");
+    }
+    // Without it the canonical form is what it always was.
+    assert!(!Pod::new(minimal())
+        .unwrap()
+        .to_canonical_json()
+        .contains("stop_signal"));
+    for (bad, message) in [
+        (
+            json!("SIGNOPE"),
+            r#"containers[0].stop_signal: "SIGNOPE" is not a signal"#,
+        ),
+        (json!(0), "containers[0].stop_signal: 0 is not a signal"),
+        (
+            json!("SIGRTMIN+3"),
+            "containers[0].stop_signal: \"SIGRTMIN+3\": real-time",
+        ),
+        (
+            json!(["TERM"]),
+            "containers[0].stop_signal: invalid type: sequence",
+        ),
+    ] {
+        let err = canonical(bad.clone()).unwrap_err().to_string();
+        assert!(err.starts_with(message), "{bad}: {err}");
+    }
 }
 
 #[test]

@@ -11,6 +11,7 @@
 //! as another user fails loudly instead of skipping.
 #![allow(dead_code)]
 
+pub mod cprog;
 pub mod images;
 pub mod polkit;
 pub mod registry;
