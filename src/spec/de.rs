@@ -6,9 +6,14 @@
 //!   (and, through `serde_path_to_error`, the field path);
 //! - `VolumeSource`, written as a plain `{"host": ...}` map (`serde_norway`
 //!   would write the derived enum as a YAML tag, `!host /etc/api`);
-//! - the limit counts, so that negative numbers get the spec's message.
+//! - the limit counts, so that negative numbers get the spec's message;
+//! - [`Object`]: a struct written as a JSON object and nothing else. serde's
+//!   derive also takes a sequence of the fields' values for a struct, so
+//!   `"limits": []` would be the default limits and `"mounts": [["data",
+//!   "/data"]]` a mount; every struct-typed field is read through it.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 
 use serde::de::value::MapAccessDeserializer;
@@ -153,4 +158,57 @@ pub(super) fn microseconds<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Er
     d.deserialize_u64(Count {
         unit: validate::MICROSECONDS,
     })
+}
+
+/// A `T` that must be written as a JSON object (a map): any other form,
+/// a sequence above all, is "invalid type: …, expected a JSON object".
+pub(super) struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectVisitor(PhantomData))
+            .map(Object)
+    }
+}
+
+/// A struct-typed field: an object.
+pub(super) fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Object::deserialize(d).map(|o| o.0)
+}
+
+/// An optional struct-typed field: an object or null.
+pub(super) fn optional_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<Object<T>>::deserialize(d).map(|o| o.map(|o| o.0))
+}
+
+/// A list of structs: each an object.
+pub(super) fn objects<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Vec::<Object<T>>::deserialize(d).map(|v| v.into_iter().map(|o| o.0).collect())
 }
