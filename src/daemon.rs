@@ -126,7 +126,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     log::info!("cgroups: {}", runtime.cgroups().describe());
 
     let conn = zbus::connection::Builder::system()?
-        .serve_at(ROOT_PATH, ObjectManager)?
+        .serve_at(ROOT_PATH, Strict::new(ObjectManager))?
         .build()
         .await?;
     let watch = BusWatch::start(&conn).await?;

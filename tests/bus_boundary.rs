@@ -285,6 +285,36 @@ async fn nul_bytes_from_registries_reach_clients_escaped() {
     assert_eq!(name, "org.tank.Error.ImagePull", "{message}");
     assert!(message.contains("bad\\u0000news"), "{message:?}");
     still_serving(&conn, &me).await;
+
+    // The same text in a pod's observed status (the Status property, its
+    // PropertiesChanged, GetManagedObjects, Get).
+    let spec = json!({"name": "web", "containers": [
+        {"name": "app", "image": format!("{}/busybox:1", hostile.addr)}]});
+    apply(&conn, &spec.to_string()).await.expect("applied");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = call(&conn, "Get", &("web",)).await.expect("Get");
+        let doc: String = reply.body().deserialize().unwrap();
+        // JSON escapes the NUL itself.
+        if doc.contains("bad\\u0000news") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pull error in the status: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let om = zbus::fdo::ObjectManagerProxy::builder(&conn)
+        .destination(DEST)
+        .unwrap()
+        .path("/org/tank")
+        .unwrap()
+        .build()
+        .await
+        .unwrap();
+    om.get_managed_objects().await.expect("GetManagedObjects");
+    still_serving(&conn, &me).await;
 }
 
 /// The in-arguments of every method of org.tank.Manager, from the contract.
@@ -391,6 +421,21 @@ async fn wrong_argument_types_and_extra_arguments_are_invalid_args() {
     assert!(refused >= 38, "{refused}");
     // Nothing changed: the wrongly called Delete, RemoveVolume... did nothing.
     assert_eq!(pods(&conn).await, ["web"]);
+
+    // The ObjectManager tankd serves is held to the same rule.
+    let answer = conn
+        .call_method(
+            Some(DEST),
+            "/org/tank",
+            Some("org.freedesktop.DBus.ObjectManager"),
+            "GetManagedObjects",
+            &("x",),
+        )
+        .await;
+    match answer {
+        Err(zbus::Error::MethodError(name, _, _)) if name.as_str() == INVALID_ARGS => {}
+        other => panic!("GetManagedObjects with an argument: {other:?}"),
+    }
 
     // What a shell user sees.
     let out = bus.busctl(&["call", DEST, PATH, DEST, "ListPods", "s", "x"]);
@@ -929,6 +974,10 @@ fn tankd_exits_non_zero_when_its_bus_goes_away() {
                 std::fs::read_to_string(&tankd.log).unwrap_or_default()
             )
         });
+    eprintln!(
+        "tankd exited ({status}) {:?} after its bus was stopped",
+        started.elapsed()
+    );
     assert!(!status.success(), "{status}");
     let log = std::fs::read_to_string(&tankd.log).unwrap();
     assert!(
