@@ -4,7 +4,8 @@
 //! Owns the order in which the daemon comes up and goes down. It holds no
 //! logic of its own: every capability lives in its module and is only
 //! connected here. `READY=1` is sent once the store is open, the objects are
-//! exported and the bus name is owned.
+//! exported and the bus name is owned. Losing the bus connection or the
+//! name ends [`run`] with an error: tankd exits non-zero and is restarted.
 
 use std::future::Future;
 use std::path::Path;
@@ -15,6 +16,8 @@ use zbus::fdo::{ObjectManager, RequestNameFlags, RequestNameReply};
 use crate::bus::auth::Authorizer;
 use crate::bus::manager::Manager;
 use crate::bus::pod::PodObjects;
+use crate::bus::strict::Strict;
+use crate::bus::watch::{BusLost, BusWatch};
 use crate::bus::{BusError, BUS_NAME, MANAGER_PATH, ROOT_PATH};
 use crate::config::Config;
 use crate::image::{ImageError, Images};
@@ -32,6 +35,8 @@ pub enum DaemonError {
     Export(#[from] BusError),
     #[error("{BUS_NAME} is already owned on the system bus: is another tankd running?")]
     NameTaken,
+    #[error("lost the system bus: {0}")]
+    BusLost(#[from] BusLost),
     #[error("images: {0}")]
     Images(#[from] ImageError),
     #[error("runtime: {0}")]
@@ -121,22 +126,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     log::info!("cgroups: {}", runtime.cgroups().describe());
 
     let conn = zbus::connection::Builder::system()?
-        .serve_at(ROOT_PATH, ObjectManager)?
+        .serve_at(ROOT_PATH, Strict::new(ObjectManager))?
         .build()
         .await?;
+    let watch = BusWatch::start(&conn).await?;
     let objects = Arc::new(PodObjects::new(conn.clone()));
     objects.sync(&store).await?;
     let auth = Authorizer::new(&conn).await?;
     conn.object_server()
         .at(
             MANAGER_PATH,
-            Manager::new(
+            Strict::new(Manager::new(
                 Arc::clone(&store),
                 Arc::clone(&objects),
                 Arc::clone(&images),
                 Arc::clone(&runtime),
                 auth,
-            ),
+            )),
         )
         .await?;
     match conn
@@ -166,7 +172,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     log::info!("serving {BUS_NAME} with {pods} pods");
     notify(format!("READY=1\nSTATUS={pods} pods declared")).await;
 
-    shutdown.await;
+    tokio::select! {
+        _ = shutdown => {}
+        lost = watch.lost() => return Err(DaemonError::BusLost(lost)),
+    }
     log::info!("stopping");
     notify("STOPPING=1".to_owned()).await;
     Ok(())
@@ -212,8 +221,14 @@ async fn relay_pull_progress(conn: zbus::Connection, images: Arc<Images>) {
     loop {
         match progress.recv().await {
             Ok(p) => {
-                if let Err(e) =
-                    Manager::pull_progress(&emitter, &p.reference, &p.layer, p.done, p.total).await
+                if let Err(e) = Manager::pull_progress(
+                    &emitter,
+                    p.reference.into(),
+                    p.layer.into(),
+                    p.done,
+                    p.total,
+                )
+                .await
                 {
                     log::warn!("cannot emit PullProgress: {e}");
                 }

@@ -47,7 +47,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(tank::daemon::run(config, shutdown_signal())) {
+    let result = runtime.block_on(tank::daemon::run(config, shutdown_signal()));
+    // A blocking task that does not end (a log copy to a reader that
+    // stopped reading) must not keep tankd from exiting: it is crash-only.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");

@@ -8,7 +8,10 @@
 //! [`zbus::DBusError`] is implemented by hand rather than derived: the
 //! derive sends every standard error under the catch-all name
 //! `org.freedesktop.zbus.Error`, and clients must see
-//! `org.freedesktop.DBus.Error.AccessDenied` itself.
+//! `org.freedesktop.DBus.Error.AccessDenied` itself. The message of every
+//! reply goes through [`bus_message`]: a NUL from a spec key or a
+//! registry's text is escaped (it would get tankd disconnected) and a
+//! message is at most a few KiB.
 
 use std::fmt;
 
@@ -16,6 +19,7 @@ use zbus::fdo;
 use zbus::message::{Header, Message};
 use zbus::names::ErrorName;
 
+use super::text::bus_message;
 use crate::spec::SpecError;
 use crate::store::StoreError;
 
@@ -100,8 +104,8 @@ impl zbus::DBusError for BusError {
 
     fn create_reply(&self, call: &Header<'_>) -> zbus::Result<Message> {
         let message = match self.description() {
-            Some(message) => message.to_owned(),
-            None => self.to_string(),
+            Some(message) => bus_message(message),
+            None => bus_message(&self.to_string()),
         };
         Message::error(call, self.name())?.build(&(message,))
     }
@@ -205,6 +209,26 @@ mod tests {
         let (name, message) = on_the_wire(BusError::ZBus(zbus::Error::InvalidField));
         assert_eq!(name, FAILED);
         assert!(!message.is_empty());
+    }
+
+    #[test]
+    fn messages_on_the_wire_carry_no_nul_and_are_bounded() {
+        // A spec key echoed by serde, a registry's error body.
+        let (name, message) = on_the_wire(BusError::InvalidSpec(
+            "unknown field `x\0y`, expected `name`".into(),
+        ));
+        assert_eq!(name, "org.tank.Error.InvalidSpec");
+        assert_eq!(message, "unknown field `x\\u0000y`, expected `name`");
+        let (_, message) = on_the_wire(BusError::ImagePull(format!(
+            "registry says: {}",
+            "bad\0news ".repeat(100_000)
+        )));
+        assert!(!message.contains('\0'));
+        assert!(message.starts_with("registry says: bad\\u0000news"));
+        assert!(message.len() <= crate::bus::text::MAX_MESSAGE_BYTES);
+        // Standard errors too.
+        let (_, message) = on_the_wire(BusError::access_denied("a\0b"));
+        assert_eq!(message, "a\\u0000b");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::spec::Image;
 use crate::store::Store;
 
 use super::error::BusError;
+use super::text::BusText;
 
 impl From<ImageError> for BusError {
     fn from(err: ImageError) -> Self {
@@ -51,14 +52,14 @@ pub fn in_use_set(store: &Store) -> Result<HashSet<String>, BusError> {
 }
 
 /// One row of `ListImages`: (reference, manifest digest, platform, bytes,
-/// created µs).
-pub type ImageRow = (String, String, String, u64, u64);
+/// created µs). The platform is the registry's text, NULs and all.
+pub type ImageRow = (BusText, BusText, BusText, u64, u64);
 
 pub fn list_row(record: &ImageRecord) -> ImageRow {
     (
-        record.reference.clone(),
-        record.manifest_digest.to_string(),
-        record.platform.to_string(),
+        record.reference.as_str().into(),
+        record.manifest_digest.to_string().into(),
+        record.platform.to_string().into(),
         record.size,
         record.created_ms * 1000,
     )

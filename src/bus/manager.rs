@@ -21,6 +21,7 @@ use super::error::BusError;
 use super::images::{images_in_use, in_use_set, list_row};
 use super::path::pod_path;
 use super::pod::{container_detail, redacted, PodObjects};
+use super::text::BusText;
 use crate::image::Images;
 use crate::runtime::manager::Runtime;
 use crate::spec::Pod;
@@ -91,9 +92,10 @@ struct PodView<'a> {
 
 #[zbus::interface(name = "org.tank.Manager")]
 impl Manager {
-    /// Declares a pod: `spec` is its JSON document. Returns the pod's
-    /// object path. Re-applying an identical spec changes nothing. Only
-    /// root may declare an `unconfined` container (no seccomp filter).
+    /// Declares a pod: `spec` is its JSON document (at most 256 KiB, also
+    /// as canonical JSON). Returns the pod's object path. Re-applying an
+    /// identical spec changes nothing. Only root may declare an
+    /// `unconfined` container (no seccomp filter).
     #[zbus(out_args("pod"))]
     async fn apply(
         &self,
@@ -128,7 +130,7 @@ impl Manager {
         &self,
         #[zbus(header)] header: Header<'_>,
         name: &str,
-    ) -> Result<String, BusError> {
+    ) -> Result<BusText, BusError> {
         let key = name.to_owned();
         let record: PodRecord = match self.with_store(move |store| store.get(&key)).await? {
             Some(record) => record,
@@ -159,19 +161,21 @@ impl Manager {
             status: serde_json::from_str(&status).unwrap_or(serde_json::Value::Null),
             spec: &spec,
         };
-        Ok(serde_json::to_string(&view).expect("a pod view always serializes"))
+        Ok(serde_json::to_string(&view)
+            .expect("a pod view always serializes")
+            .into())
     }
 
     /// Every declared pod: (name, object path, phase), ordered by name.
     #[zbus(out_args("pods"))]
-    async fn list_pods(&self) -> Vec<(String, OwnedObjectPath, String)> {
+    async fn list_pods(&self) -> Vec<(BusText, OwnedObjectPath, BusText)> {
         self.objects
             .phases()
             .await
             .into_iter()
             .map(|(name, phase)| {
                 let path = pod_path(&name);
-                (name, path, phase)
+                (name.into(), path, phase.into())
             })
             .collect()
     }
@@ -202,12 +206,15 @@ impl Manager {
         &self,
         #[zbus(header)] header: Header<'_>,
         reference: &str,
-    ) -> Result<(String, String), BusError> {
+    ) -> Result<(BusText, BusText), BusError> {
         let normalized = crate::image::reference::normalize(reference);
         let request = Request::new(Verb::Pull).image(normalized.as_deref().ok());
         self.auth.check(&header, &request).await?;
         let record = self.images.pull(reference).await?;
-        Ok((record.reference, record.manifest_digest.to_string()))
+        Ok((
+            record.reference.into(),
+            record.manifest_digest.to_string().into(),
+        ))
     }
 
     /// Every image Tank has: (reference, manifest digest, platform, size of
@@ -248,7 +255,7 @@ impl Manager {
     async fn prune_images(
         &self,
         #[zbus(header)] header: Header<'_>,
-    ) -> Result<(Vec<String>, u64), BusError> {
+    ) -> Result<(Vec<BusText>, u64), BusError> {
         self.auth.check(&header, &Request::new(Verb::Prune)).await?;
         let in_use = self.with_store(|store| Ok(in_use_set(store))).await??;
         let report = self.images.prune(&in_use).await?;
@@ -258,7 +265,10 @@ impl Manager {
             report.layers,
             report.blobs
         );
-        Ok((report.images, report.bytes))
+        Ok((
+            report.images.into_iter().map(BusText::from).collect(),
+            report.bytes,
+        ))
     }
 
     /// Imports the images of an OCI image-layout tar read from `archive`
@@ -268,7 +278,7 @@ impl Manager {
         &self,
         #[zbus(header)] header: Header<'_>,
         archive: zbus::zvariant::OwnedFd,
-    ) -> Result<Vec<String>, BusError> {
+    ) -> Result<Vec<BusText>, BusError> {
         self.auth
             .check(&header, &Request::new(Verb::Import))
             .await?;
@@ -276,15 +286,15 @@ impl Manager {
         let records = self.images.import(file).await?;
         let references: Vec<String> = records.into_iter().map(|r| r.reference).collect();
         log::info!("imported {}", references.join(", "));
-        Ok(references)
+        Ok(references.into_iter().map(BusText::from).collect())
     }
 
     /// Download progress of one layer of a pull.
     #[zbus(signal)]
     pub async fn pull_progress(
         emitter: &SignalEmitter<'_>,
-        reference: &str,
-        layer: &str,
+        reference: BusText,
+        layer: BusText,
         done: u64,
         total: u64,
     ) -> zbus::Result<()>;
@@ -371,7 +381,7 @@ impl Manager {
 
     /// Managed volumes: (pod, volume, bytes used).
     #[zbus(out_args("volumes"))]
-    async fn list_volumes(&self) -> Result<Vec<(String, String, u64)>, BusError> {
+    async fn list_volumes(&self) -> Result<Vec<(BusText, BusText, u64)>, BusError> {
         let runtime = Arc::clone(&self.runtime);
         let list = tokio::task::spawn_blocking(move || runtime.volumes().list())
             .await
@@ -379,7 +389,7 @@ impl Manager {
             .map_err(|e| BusError::Failed(e.to_string()))?;
         Ok(list
             .into_iter()
-            .map(|v| (v.pod, v.volume, v.bytes))
+            .map(|v| (v.pod.into(), v.volume.into(), v.bytes))
             .collect())
     }
 

@@ -6,6 +6,14 @@
 //! methods translate into store writes and reads; errors of the library are
 //! mapped to named D-Bus errors here. The introspection XML in `dbus/` is
 //! the contract these interfaces must match.
+//!
+//! Nothing tankd sends may break its connection, nothing it receives goes
+//! unchecked: every string in a reply, property or signal is a
+//! [`text::BusText`] and every error message passes [`text::bus_message`]
+//! (no NUL, which would get tankd disconnected); every method call is
+//! checked against the method's signature by [`strict::Strict`] (a wrong
+//! type or an extra argument is `org.freedesktop.DBus.Error.InvalidArgs`);
+//! [`watch`] notices when tankd is no longer on the bus.
 
 pub mod auth;
 pub mod error;
@@ -15,8 +23,12 @@ pub mod logs;
 pub mod manager;
 pub mod path;
 pub mod pod;
+pub mod strict;
+pub mod text;
+pub mod watch;
 
 pub use error::BusError;
+pub use text::BusText;
 
 /// The well-known name tankd owns on the system bus.
 pub const BUS_NAME: &str = "org.tank.Manager";

@@ -18,6 +18,7 @@ use zbus::Connection;
 
 use super::error::BusError;
 use super::path::pod_path;
+use super::text::BusText;
 use crate::reconcile::status::PodStatus;
 use crate::spec::Pod;
 use crate::store::{PodRecord, Store};
@@ -50,15 +51,15 @@ pub fn redacted(pod: &Pod) -> Pod {
 impl PodObject {
     /// The pod's name.
     #[zbus(property(emits_changed_signal = "const"))]
-    fn name(&self) -> String {
-        self.record.spec.name.clone()
+    fn name(&self) -> BusText {
+        self.record.spec.name.as_str().into()
     }
 
     /// The desired spec as canonical JSON, env values redacted (the full spec
     /// is returned by org.tank.Manager.Get to authorized callers).
     #[zbus(property)]
-    fn spec(&self) -> String {
-        redacted(&self.record.spec).to_canonical_json()
+    fn spec(&self) -> BusText {
+        redacted(&self.record.spec).to_canonical_json().into()
     }
 
     /// Bumped on every effective change of the spec.
@@ -69,16 +70,16 @@ impl PodObject {
 
     /// Pending, Running, Succeeded, Failed or Terminating.
     #[zbus(property)]
-    fn phase(&self) -> String {
-        self.phase.clone()
+    fn phase(&self) -> BusText {
+        self.phase.as_str().into()
     }
 
     /// Observed status as JSON: phase, observed_generation, message, per
     /// container state (waiting/running/terminated with reason, exit code,
     /// times) and restart count, recent events.
     #[zbus(property)]
-    fn status(&self) -> String {
-        self.status.clone()
+    fn status(&self) -> BusText {
+        self.status.as_str().into()
     }
 
     /// When the pod was first applied (µs since the Unix epoch).

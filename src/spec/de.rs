@@ -9,8 +9,13 @@
 //! - the limit counts, so that negative numbers get the spec's message;
 //! - `Seccomp`, a string whose values are spelled like Kubernetes' profile
 //!   names (`runtime/default`), not like Rust identifiers.
+//! - [`Object`]: a struct written as a JSON object and nothing else. serde's
+//!   derive also takes a sequence of the fields' values for a struct, so
+//!   `"limits": []` would be the default limits and `"mounts": [["data",
+//!   "/data"]]` a mount; every struct-typed field is read through it.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 
 use serde::de::value::MapAccessDeserializer;
@@ -184,4 +189,57 @@ impl<'de> Deserialize<'de> for Seccomp {
 
         deserializer.deserialize_str(SeccompVisitor)
     }
+}
+
+/// A `T` that must be written as a JSON object (a map): any other form,
+/// a sequence above all, is "invalid type: …, expected a JSON object".
+pub(super) struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectVisitor(PhantomData))
+            .map(Object)
+    }
+}
+
+/// A struct-typed field: an object.
+pub(super) fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Object::deserialize(d).map(|o| o.0)
+}
+
+/// An optional struct-typed field: an object or null.
+pub(super) fn optional_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<Object<T>>::deserialize(d).map(|o| o.map(|o| o.0))
+}
+
+/// A list of structs: each an object.
+pub(super) fn objects<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Vec::<Object<T>>::deserialize(d).map(|v| v.into_iter().map(|o| o.0).collect())
 }

@@ -10,7 +10,14 @@
 //!
 //! It is pure data: it never touches the store, the bus or the system (no
 //! files, no network, no image lookups). Whether an image exists, a host path
-//! is present or a parent interface is up is for the modules that act.
+//! is present or a parent interface is up is for the modules that act. An
+//! image reference is checked against the distribution grammar by the
+//! (pure) [`crate::image::reference::check`], so that what could never be
+//! pulled is refused at Apply.
+//!
+//! Documents are bounded: at most [`MAX_SPEC_BYTES`] as text (checked
+//! before parsing) and as canonical JSON (what the store keeps and every
+//! reader of the pod's `Spec` property receives).
 //!
 //! Inside: the types here, the rules in `validate`, hand-written serde for
 //! the string-or-object fields in `de`, [`Ipv4Cidr`] in `net`, and reading
@@ -42,9 +49,10 @@ pub struct Pod {
     pub restart: RestartPolicy,
     #[serde(default)]
     pub network: Network,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de::objects")]
     pub volumes: Vec<Volume>,
     /// At least one.
+    #[serde(deserialize_with = "de::objects")]
     pub containers: Vec<Container>,
     /// The containers' stop signal (SIGTERM unless the image or the
     /// container names another) → wait this long → SIGKILL.
@@ -78,6 +86,7 @@ pub enum Network {
 #[serde(deny_unknown_fields)]
 pub struct NicNetwork {
     /// At least one.
+    #[serde(deserialize_with = "de::objects")]
     pub nics: Vec<Nic>,
     /// Nameservers for resolv.conf; `None` = the host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,9 +145,9 @@ pub struct Container {
     pub working_dir: Option<PathBuf>,
     #[serde(default)]
     pub tty: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de::objects")]
     pub mounts: Vec<Mount>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de::object")]
     pub limits: Limits,
     /// The system-call filter of the container's processes (DESIGN §6).
     /// Left out of the canonical form when it is the default, so that the
@@ -221,7 +230,11 @@ pub struct Limits {
         skip_serializing_if = "Option::is_none"
     )]
     pub pids: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::optional_object",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cpu: Option<CpuLimit>,
 }
 
@@ -278,26 +291,53 @@ impl SpecError {
     }
 }
 
+/// The largest spec document in bytes (256 KiB), as text and as canonical
+/// JSON.
+pub const MAX_SPEC_BYTES: usize = 256 * 1024;
+
+/// Refuses a document of `len` bytes (`form`: how it was measured) above
+/// [`MAX_SPEC_BYTES`].
+fn within_limit(len: usize, form: &str) -> Result<(), SpecError> {
+    if len > MAX_SPEC_BYTES {
+        return Err(SpecError::new(
+            "",
+            format!("the spec is {len} bytes{form}: at most {MAX_SPEC_BYTES} (256 KiB)"),
+        ));
+    }
+    Ok(())
+}
+
 impl Pod {
     pub const DEFAULT_STOP_GRACE_PERIOD_S: u32 = 10;
     pub const DEFAULT_CPU_PERIOD_US: u64 = 100_000;
     /// The `parent` meaning "the host adapter's uplink".
     pub const AUTO_PARENT: &'static str = "auto";
 
-    /// Deserializes (strictly) and validates a spec document.
+    /// Deserializes (strictly: a JSON object, objects wherever a struct
+    /// goes) and validates a spec document; refuses one above
+    /// [`MAX_SPEC_BYTES`] as canonical JSON.
     pub fn new(doc: serde_json::Value) -> Result<Pod, SpecError> {
-        let pod: Pod = serde_path_to_error::deserialize(doc).map_err(SpecError::from_serde)?;
+        let de::Object(pod): de::Object<Pod> =
+            serde_path_to_error::deserialize(doc).map_err(SpecError::from_serde)?;
         pod.validate()?;
+        within_limit(
+            pod.to_canonical_json().len(),
+            " as canonical JSON (every default written out)",
+        )?;
         Ok(pod)
     }
 
-    /// Parses JSON text (rejecting repeated keys), then as [`Pod::new`].
+    /// Parses JSON text (rejecting repeated keys, and documents above
+    /// [`MAX_SPEC_BYTES`] before parsing), then as [`Pod::new`].
     pub fn from_json(text: &str) -> Result<Pod, SpecError> {
+        within_limit(text.len(), "")?;
         Pod::new(text::parse_json(text)?)
     }
 
-    /// Parses YAML text (rejecting repeated keys), then as [`Pod::new`].
+    /// Parses YAML text (rejecting repeated keys, and documents above
+    /// [`MAX_SPEC_BYTES`] before parsing), then as [`Pod::new`].
     pub fn from_yaml(text: &str) -> Result<Pod, SpecError> {
+        within_limit(text.len(), "")?;
         Pod::new(text::parse_yaml(text)?)
     }
 

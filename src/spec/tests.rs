@@ -190,9 +190,10 @@ fn image_forms() {
         doc["containers"][0]["image"] = value;
         Pod::new(doc).map(|pod| pod.containers[0].image.clone())
     };
+    let digest = format!("sha256:{}", "ab".repeat(32));
     assert_eq!(
-        image(json!("docker.io/library/busybox@sha256:abc")).unwrap(),
-        Image::Reference("docker.io/library/busybox@sha256:abc".into())
+        image(json!(format!("docker.io/library/busybox@{digest}"))).unwrap(),
+        Image::Reference(format!("docker.io/library/busybox@{digest}"))
     );
     assert_eq!(
         image(json!({"rootfs": "/srv/rootfs"})).unwrap(),
@@ -265,7 +266,7 @@ fn serde_errors_carry_the_path() {
 
     assert_eq!(
         error(json!("web")),
-        r#"invalid type: string "web", expected struct Pod"#
+        r#"invalid type: string "web", expected a JSON object"#
     );
 }
 
@@ -536,4 +537,117 @@ fn stop_signal_spellings_share_one_canonical_form() {
 fn spec_error_display() {
     assert_eq!(SpecError::new("", "bad").to_string(), "bad");
     assert_eq!(SpecError::new("name", "bad").to_string(), "name: bad");
+}
+
+#[test]
+fn structs_are_json_objects_only() {
+    // serde's derive would take a sequence of the fields' values for a
+    // struct: `"limits": []` as the default limits.
+    let doc = Pod::from_json(DESIGN_EXAMPLE)
+        .map(|p| serde_json::to_value(p).unwrap())
+        .unwrap();
+    let edit = |f: &dyn Fn(&mut Value)| {
+        let mut d = doc.clone();
+        f(&mut d);
+        error(d)
+    };
+    type Edit<'a> = &'a dyn Fn(&mut Value);
+    let cases: [(&str, Edit, &str); 10] = [
+        ("", &|d| *d = json!(["api", "always"]), "a JSON object"),
+        (
+            "containers[0]",
+            &|d| d["containers"][0] = json!(["app", "busybox"]),
+            "a JSON object",
+        ),
+        (
+            "containers[0].limits",
+            &|d| d["containers"][0]["limits"] = json!([]),
+            "a JSON object",
+        ),
+        (
+            "containers[0].limits.cpu",
+            &|d| d["containers"][0]["limits"]["cpu"] = json!([100000]),
+            "a JSON object",
+        ),
+        (
+            "containers[0].mounts[1]",
+            &|d| d["containers"][0]["mounts"][1] = json!(["conf", "/etc/api", true]),
+            "a JSON object",
+        ),
+        (
+            "volumes[0]",
+            &|d| d["volumes"][0] = json!(["state"]),
+            "a JSON object",
+        ),
+        (
+            "network.nics[0]",
+            &|d| d["network"]["nics"][0] = json!(["eth0", "auto", "10.0.0.20/24"]),
+            "a JSON object",
+        ),
+        (
+            "volumes[1].source",
+            &|d| d["volumes"][1]["source"] = json!(["/etc/api"]),
+            "string or map",
+        ),
+        (
+            "containers[0].env",
+            &|d| d["containers"][0]["env"] = json!([]),
+            "a map",
+        ),
+        (
+            "network",
+            &|d| d["network"] = json!([]),
+            r#""none", "host" or a {"nics": [...]} object"#,
+        ),
+    ];
+    for (path, f, expected) in cases {
+        let prefix = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
+        assert_eq!(
+            edit(f),
+            format!("{prefix}invalid type: sequence, expected {expected}"),
+            "{path}"
+        );
+    }
+    // Objects still work everywhere, and an explicit null cpu is none.
+    assert!(Pod::new(doc.clone()).is_ok());
+    let mut d = doc;
+    d["containers"][0]["limits"]["cpu"] = Value::Null;
+    assert_eq!(Pod::new(d).unwrap().containers[0].limits.cpu, None);
+}
+
+#[test]
+fn documents_are_at_most_256_kib_as_text_and_as_canonical_json() {
+    let with_env = |bytes: usize| {
+        let mut d = minimal();
+        d["containers"][0]["env"] = json!({"BIG": "x".repeat(bytes)});
+        d.to_string()
+    };
+    let overhead = with_env(0).len();
+    // The canonical form adds the defaults (about 130 bytes here).
+    assert!(Pod::from_json(&with_env(MAX_SPEC_BYTES - overhead - 200)).is_ok());
+    let text = with_env(MAX_SPEC_BYTES - overhead + 1);
+    assert_eq!(
+        Pod::from_json(&text).unwrap_err().to_string(),
+        "the spec is 262145 bytes: at most 262144 (256 KiB)"
+    );
+    let yaml = format!("name: web\n{}", " ".repeat(MAX_SPEC_BYTES));
+    assert!(Pod::from_yaml(&yaml)
+        .unwrap_err()
+        .to_string()
+        .starts_with("the spec is 262154 bytes: "));
+    // Small as text, big once every default is written out.
+    let containers: Vec<Value> = (0..4000)
+        .map(|i| json!({"name": format!("c{i}"), "image": "b"}))
+        .collect();
+    let text = json!({"name": "web", "containers": containers}).to_string();
+    assert!(text.len() < MAX_SPEC_BYTES);
+    let err = Pod::from_json(&text).unwrap_err().to_string();
+    assert!(
+        err.starts_with("the spec is ") && err.contains(" bytes as canonical JSON"),
+        "{err}"
+    );
 }

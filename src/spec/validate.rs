@@ -342,41 +342,25 @@ fn is_interface_name(name: &str) -> bool {
             .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0')
 }
 
-/// The light check; the image module parses references fully.
+/// The distribution grammar and its limits ([`crate::image::reference`]),
+/// so that a reference that could never be pulled is refused at Apply.
 fn image_reference(path: &str, reference: &str) -> Result {
-    if reference.is_empty() {
-        return fail(path, "must not be empty");
+    use crate::image::reference::{check, ReferenceError};
+    match check(reference) {
+        Ok(()) => Ok(()),
+        Err(ReferenceError::Empty) => fail(path, "must not be empty"),
+        Err(why) => {
+            // A 4096-character name is not repeated whole.
+            let shown = match reference.char_indices().nth(128) {
+                Some((end, _)) => format!("{:?}…", &reference[..end]),
+                None => format!("{reference:?}"),
+            };
+            fail(
+                path,
+                format!("{shown} is not a valid image reference: {why}"),
+            )
+        }
     }
-    let invalid = |why: &str| {
-        fail(
-            path,
-            format!("{reference:?} is not a valid image reference: {why}"),
-        )
-    };
-    if reference
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control())
-    {
-        return invalid("it contains whitespace or control characters");
-    }
-    // Strip "@digest", then ":tag" (a ':' after the last '/'; an earlier one is a registry port).
-    let name = reference.split('@').next().unwrap_or_default();
-    let name = match name.rsplit_once(':') {
-        Some((repo, tag)) if !tag.contains('/') => repo,
-        _ => name,
-    };
-    // A leading registry host ("ghcr.io/", "localhost:5000/") may have any case.
-    let repository = match name.split_once('/') {
-        Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => rest,
-        _ => name,
-    };
-    if repository.is_empty() {
-        return invalid("no repository name");
-    }
-    if repository.chars().any(char::is_uppercase) {
-        return invalid("the repository name must be lowercase");
-    }
-    Ok(())
 }
 
 /// Host and container paths: absolute, without "..", representable as text.
@@ -811,10 +795,30 @@ mod tests {
             "busybox:Latest-RC1",
             "Registry.Example:5000/team/app:v1",
             "localhost:5000/app",
-            "docker.io/library/busybox@sha256:0123abcd",
+            "docker.io/library/busybox@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
         ] {
             accepts(image(ok));
         }
+        // The grammar's own cases, and its limits.
+        rejects(
+            image("a@@b"),
+            r#"containers[1].image: "a@@b" is not a valid image reference: digest "@b" is not valid: sha256: and 64 lowercase hex digits (sha384: 96, sha512: 128)"#,
+        );
+        rejects(
+            image("a//b"),
+            r#"containers[1].image: "a//b" is not a valid image reference: path component "" is not valid: lowercase letters and digits, separated by one '.', '_' or '__', or by dashes"#,
+        );
+        rejects(
+            image(&"a".repeat(4096)),
+            &format!(
+                r#"containers[1].image: "{}"… is not a valid image reference: the repository name is 4114 characters long with its registry: at most 255"#,
+                "a".repeat(128)
+            ),
+        );
+        rejects(
+            image("busybox@sha256:0123abcd"),
+            r#"containers[1].image: "busybox@sha256:0123abcd" is not a valid image reference: digest "sha256:0123abcd" is not valid: sha256: and 64 lowercase hex digits (sha384: 96, sha512: 128)"#,
+        );
     }
 
     #[test]

@@ -47,6 +47,7 @@ pub fn require_root() {
 pub struct SystemBus {
     dir: tempfile::TempDir,
     child: Child,
+    config: PathBuf,
     pub address: String,
 }
 
@@ -73,12 +74,28 @@ impl SystemBus {
             .replace("<!--@EXTRA@-->", extra);
         let config_path = dir.path().join("system-bus.conf");
         std::fs::write(&config_path, config).unwrap();
+        let child = SystemBus::spawn_daemon(&config_path);
+        SystemBus {
+            dir,
+            child,
+            config: config_path,
+            address: format!("unix:path={}", socket.display()),
+        }
+    }
+
+    /// Starts dbus-daemon with `config` and waits until its socket listens.
+    fn spawn_daemon(config: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(config.with_file_name("dbus.log"))
+            .unwrap();
         let mut child = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config_path.display()))
+            .arg(format!("--config-file={}", config.display()))
             .args(["--nofork", "--nopidfile", "--print-address=1"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(dir.path().join("dbus.log")).unwrap())
+            .stderr(log)
             .spawn()
             .expect("cannot run dbus-daemon (package dbus-daemon)");
         // The address is printed once the socket listens.
@@ -87,11 +104,16 @@ impl SystemBus {
             .read_line(&mut line)
             .unwrap();
         assert!(!line.trim().is_empty(), "dbus-daemon did not start");
-        SystemBus {
-            dir,
-            child,
-            address: format!("unix:path={}", socket.display()),
-        }
+        child
+    }
+
+    /// Stops the dbus-daemon (every connection to it drops) and starts a
+    /// new one at the same address, as a restart of dbus.service would.
+    pub fn restart(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(self.dir.path().join("system_bus_socket"));
+        self.child = SystemBus::spawn_daemon(&self.config);
     }
 
     /// A zbus connection to this bus as the test process (root).
@@ -361,6 +383,21 @@ impl Tankd {
     /// Waits for tankd to exit on its own and returns its status.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         self.child.take().unwrap().wait().unwrap()
+    }
+
+    /// tankd's exit status if it exits on its own within `timeout`.
+    pub fn wait_exit_within(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn pid(&self) -> Pid {
