@@ -21,6 +21,7 @@ use crate::bus::watch::{BusLost, BusWatch};
 use crate::bus::{BusError, BUS_NAME, MANAGER_PATH, ROOT_PATH};
 use crate::config::Config;
 use crate::image::{ImageError, Images};
+use crate::reconcile::effects::TankEffects;
 use crate::reconcile::Reconciler;
 use crate::runtime::manager::{Runtime, RuntimeConfig};
 use crate::store::{Store, StoreError};
@@ -41,6 +42,8 @@ pub enum DaemonError {
     Images(#[from] ImageError),
     #[error("runtime: {0}")]
     Runtime(#[from] crate::runtime::manager::RuntimeError),
+    #[error("the reconcile loop ended: {0}")]
+    LoopEnded(String),
     #[error("state directory: {0}")]
     StateDir(#[from] crate::state_dir::StateDirError),
 }
@@ -157,16 +160,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Arc::clone(&objects),
     ));
     tokio::spawn(relay_pull_progress(conn.clone(), Arc::clone(&images)));
-    let reconciler = Reconciler::new(
+    let effects = Arc::new(TankEffects::new(
         Arc::clone(&store),
         Arc::clone(&images),
         Arc::clone(&runtime),
         Arc::clone(&objects),
-        config.reconcile.clone(),
-    );
+    ));
+    let mut reconciler = Reconciler::new(
+        Arc::clone(&store),
+        effects,
+        runtime.subscribe(),
+        config.reconcile,
+    )
+    .with_watchdog(sd_notify::watchdog_enabled().map(|interval| interval / 2));
     // Before READY=1: running containers are adopted, leftovers removed.
     reconciler.adopt().await;
-    tokio::spawn(Arc::clone(&reconciler).run());
+    let mut reconcile_loop = tokio::spawn(reconciler.run());
 
     let pods = store.list()?.len();
     log::info!("serving {BUS_NAME} with {pods} pods");
@@ -175,6 +184,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     tokio::select! {
         _ = shutdown => {}
         lost = watch.lost() => return Err(DaemonError::BusLost(lost)),
+        // The loop never ends while tankd works: if it does, or panics,
+        // tankd exits non-zero and systemd starts a new one, which adopts
+        // the running containers.
+        ended = &mut reconcile_loop => {
+            let why = match ended {
+                Ok(error) => error.to_string(),
+                Err(e) if e.is_panic() => format!("it panicked: {e}"),
+                Err(e) => e.to_string(),
+            };
+            return Err(DaemonError::LoopEnded(why));
+        }
     }
     log::info!("stopping");
     notify("STOPPING=1".to_owned()).await;

@@ -50,6 +50,11 @@ pub enum StoreError {
 /// A pod as stored: the validated spec plus its bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodRecord {
+    /// Unique per incarnation of the pod (a create, or a create after a
+    /// delete), like Kubernetes' `metadata.uid`. Records of older versions
+    /// have none (empty).
+    #[serde(default)]
+    pub uid: String,
     /// Bumped on every effective change of the spec; 1 on creation.
     pub generation: u64,
     /// When the pod was first applied (milliseconds since the Unix epoch).
@@ -63,6 +68,17 @@ impl PodRecord {
     pub fn name(&self) -> &str {
         &self.spec.name
     }
+
+    /// Whether `other` is the same incarnation of the pod (not deleted and
+    /// created again in between).
+    pub fn same_incarnation(&self, other: &PodRecord) -> bool {
+        self.uid == other.uid && self.created_ms == other.created_ms
+    }
+}
+
+/// A fresh incarnation id (a random UUID).
+fn new_uid() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// What an [`Store::apply`] did.
@@ -176,12 +192,14 @@ impl Store {
                 })
             }
             Some(old) => PodRecord {
+                uid: old.uid,
                 generation: old.generation + 1,
                 created_ms: old.created_ms,
                 updated_ms: now,
                 spec: pod,
             },
             None => PodRecord {
+                uid: new_uid(),
                 generation: 1,
                 created_ms: now,
                 updated_ms: now,
@@ -204,6 +222,7 @@ impl Store {
         }
         let now = now_ms();
         self.put(&PodRecord {
+            uid: new_uid(),
             generation: 1,
             created_ms: now,
             updated_ms: now,
@@ -395,6 +414,24 @@ mod tests {
         assert_eq!(changed.record.generation, 2);
         assert_eq!(changed.record.created_ms, first.record.created_ms);
         assert!(*rx.borrow() > rev);
+    }
+
+    #[test]
+    fn each_incarnation_has_its_own_uid() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = store.apply(pod("web", "busybox:1")).unwrap().record;
+        assert_eq!(first.uid.len(), 36, "a UUID: {}", first.uid);
+        let changed = store.apply(pod("web", "busybox:2")).unwrap().record;
+        assert_eq!(changed.uid, first.uid, "a change keeps the incarnation");
+        assert!(changed.same_incarnation(&first));
+        store.delete("web").unwrap();
+        // Created again at once (possibly in the same millisecond, at the
+        // same generation 1): another incarnation all the same.
+        let again = store.apply(pod("web", "busybox:1")).unwrap().record;
+        assert_ne!(again.uid, first.uid);
+        assert!(!again.same_incarnation(&first));
+        assert_eq!(again.generation, 1);
     }
 
     #[test]

@@ -68,7 +68,12 @@ impl PodObject {
         self.record.generation
     }
 
-    /// Pending, Running, Succeeded, Failed or Terminating.
+    /// Kubelet's pod phases: Pending (some container has not run yet:
+    /// pulling, creating, ImagePullBackOff), Running (every container has
+    /// run and one runs or will run again; CrashLoopBackOff is a container
+    /// state, the pod stays Running), Succeeded or Failed (nothing will run
+    /// again: all exited 0, or at least one did not), Terminating
+    /// (deleted, its containers being stopped).
     #[zbus(property)]
     fn phase(&self) -> BusText {
         self.phase.as_str().into()

@@ -1,6 +1,7 @@
 //! Observed status of pods and containers, kubelet-like: a phase per pod,
 //! a state per container, restart counts, recent events. Pure data, shown
-//! on the bus as JSON (`org.tank.Pod.Status`) and as the `Phase` property.
+//! on the bus as JSON (`org.tank.Pod.Status`) and as the `Phase` property;
+//! the reconcile machine ([`super::machine`]) is the only writer.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::SystemTime;
@@ -10,26 +11,7 @@ use serde::{Deserialize, Serialize};
 /// How many recent events a pod keeps.
 pub const MAX_EVENTS: usize = 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Phase {
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-    Terminating,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Running => "Running",
-            Phase::Succeeded => "Succeeded",
-            Phase::Failed => "Failed",
-            Phase::Terminating => "Terminating",
-        }
-    }
-}
+pub use super::policy::Phase;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -119,44 +101,18 @@ impl PodStatus {
         });
     }
 
-    /// The pod phase from its containers' states (kubelet's rules): all
-    /// running → Running; all terminated → Succeeded if every exit was 0,
-    /// else Failed; otherwise Pending. Terminating is set by the caller.
-    pub fn recompute_phase(&mut self) {
-        if self.phase == Phase::Terminating {
+    /// Like [`PodStatus::event`], unless the newest event already says
+    /// exactly this (a retry failing the same way again is one event).
+    pub fn event_once(&mut self, reason: &str, message: impl Into<String>) {
+        let message = message.into();
+        if self
+            .events
+            .back()
+            .is_some_and(|e| e.reason == reason && e.message == message)
+        {
             return;
         }
-        let states: Vec<&ContainerState> = self.containers.values().map(|c| &c.state).collect();
-        self.phase = if states
-            .iter()
-            .all(|s| matches!(s, ContainerState::Running { .. }))
-        {
-            Phase::Running
-        } else if states
-            .iter()
-            .all(|s| matches!(s, ContainerState::Terminated { .. }))
-        {
-            if states.iter().all(|s| {
-                matches!(
-                    s,
-                    ContainerState::Terminated {
-                        exit_code: Some(0),
-                        ..
-                    }
-                )
-            }) {
-                Phase::Succeeded
-            } else {
-                Phase::Failed
-            }
-        } else if states
-            .iter()
-            .any(|s| matches!(s, ContainerState::Running { .. }))
-        {
-            Phase::Running
-        } else {
-            Phase::Pending
-        };
+        self.event(reason, message);
     }
 
     pub fn to_json(&self) -> String {
@@ -168,34 +124,18 @@ impl PodStatus {
 mod tests {
     use super::*;
 
-    fn terminated(code: i32) -> ContainerState {
-        ContainerState::Terminated {
-            exit_code: Some(code),
-            signal: None,
-            reason: "Completed".into(),
-            finished_at: String::new(),
-        }
-    }
-
     #[test]
-    fn phases() {
-        let mut s = PodStatus::new(1, ["a".to_owned(), "b".to_owned()]);
-        s.recompute_phase();
-        assert_eq!(s.phase, Phase::Pending);
-        for c in s.containers.values_mut() {
-            c.state = terminated(0);
-        }
-        s.recompute_phase();
-        assert_eq!(s.phase, Phase::Succeeded);
-        s.containers.get_mut("b").unwrap().state = terminated(3);
-        s.recompute_phase();
-        assert_eq!(s.phase, Phase::Failed);
-        s.containers.get_mut("a").unwrap().state = ContainerState::Running {
-            pid: 1,
-            started_at: String::new(),
-        };
-        s.recompute_phase();
-        assert_eq!(s.phase, Phase::Running);
+    fn event_once_skips_a_repeat_of_the_newest_event() {
+        let mut s = PodStatus::new(1, []);
+        s.event_once("Failed", "no parent eth9");
+        s.event_once("Failed", "no parent eth9");
+        s.event_once("Failed", "address in use");
+        s.event_once("Failed", "no parent eth9");
+        let messages: Vec<&str> = s.events.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            ["no parent eth9", "address in use", "no parent eth9"]
+        );
     }
 
     #[test]
