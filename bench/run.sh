@@ -19,10 +19,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 case "${1:-}" in
-    pull) exec cargo bench --profile dev --bench pull ;;
-    start) exec cargo bench --profile dev --bench start ;;
-    net) exec cargo bench --profile dev --bench net ;;
-    scale) exec cargo bench --profile dev --bench scale ;;
-    exec) exec cargo bench --profile dev --bench exec ;;
+    pull) exec cargo bench -p tankd --profile dev --bench pull ;;
+    start) exec cargo bench -p tankd --profile dev --bench start ;;
+    net) exec cargo bench -p tankd --profile dev --bench net ;;
+    scale) exec cargo bench -p tankd --profile dev --bench scale ;;
+    exec) exec cargo bench -p tankd --profile dev --bench exec ;;
     *) echo "usage: bench/run.sh pull|start|net|scale|exec" >&2; exit 2 ;;
 esac

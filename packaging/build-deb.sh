@@ -54,6 +54,6 @@ mkdir -p "$out"
 # --profile dev --no-build: the binaries above are the package's. cargo-deb
 # warns that it prefers release profiles; a release (or custom) profile
 # would mean a second RocksDB C++ build, so the pinned version is kept.
-deb=$(cargo deb --locked --profile dev --no-build --output "$out" | tail -n 1)
+deb=$(cargo deb -p tankd --locked --profile dev --no-build --output "$out" | tail -n 1)
 [ -f "$deb" ] || { echo "build-deb: cargo deb did not report a package ($deb)" >&2; exit 1; }
 echo "$deb"

@@ -9,5 +9,5 @@ cd "$TANK_ROOT"
 ./scripts/deps.sh
 
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
-cargo test --locked --no-fail-fast -- --test-threads=2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked --no-fail-fast -- --test-threads=2

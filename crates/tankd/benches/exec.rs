@@ -81,12 +81,12 @@ async fn exec_call(manager: &zbus::Proxy<'_>) -> Duration {
         .expect("Exec");
     let status: OwnedFd = status.into();
     let line = tokio::task::spawn_blocking(move || {
-        tank::pty::session::read_status(&status).expect("status")
+        tankd::pty::session::read_status(&status).expect("status")
     })
     .await
     .unwrap();
     let elapsed = start.elapsed();
-    assert_eq!(line, Some(tank::runtime::spawn::ExitStatus::Exited(0)));
+    assert_eq!(line, Some(tankd::runtime::spawn::ExitStatus::Exited(0)));
     elapsed
 }
 

@@ -9,9 +9,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The checkout under test, as cargo says when it runs the test.
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run the tests with cargo test"))
+/// The checkout under test (the workspace root, two levels above this
+/// crate), as cargo says when it runs the test.
+fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("run the tests with cargo test"),
+    );
+    let root = manifest.join("../..");
+    root.canonicalize()
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
 }
 
 /// Runs `cmd`, fails loudly unless it succeeds; returns its stdout.
@@ -32,7 +38,7 @@ fn run(cmd: &mut Command) -> String {
 /// Builds the package (a no-op cargo build when the test binaries are
 /// fresh) and returns its path.
 fn build_deb() -> PathBuf {
-    let root = manifest_dir();
+    let root = workspace_root();
     let stdout = run(Command::new("bash")
         .arg(root.join("packaging/build-deb.sh"))
         .current_dir(&root));
@@ -130,7 +136,7 @@ fn gunzip(path: &Path) -> String {
 #[test]
 fn the_debian_package_installs_everything_and_enables_tankd() {
     let deb = build_deb();
-    let root = manifest_dir();
+    let root = workspace_root();
 
     // Control: name, architecture, dependencies.
     let control = control_file(&deb, "control");

@@ -737,7 +737,7 @@ polkit.addRule(function(action, subject) {
 fn the_example_rule_grants_group_tank_every_action() {
     let bus = SystemBus::start();
     let example =
-        std::fs::read_to_string(support::manifest_dir().join("polkit/50-tank.rules.example"))
+        std::fs::read_to_string(support::workspace_root().join("polkit/50-tank.rules.example"))
             .expect("polkit/50-tank.rules.example");
     let _polkit = Polkit::start_with_rules(&bus, &[("50-tank.rules", &example)]);
     let tankd = Tankd::start(&bus);

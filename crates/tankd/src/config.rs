@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn the_packaged_default_file_is_the_defaults() {
-        let text = include_str!("../packaging/tankd.toml");
+        let text = include_str!("../../../packaging/tankd.toml");
         assert_eq!(
             Config::parse(Path::new("tankd.toml"), text).unwrap(),
             Config::default()

@@ -20,7 +20,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::{manifest_dir, require_root, SystemBus};
+use super::{require_root, workspace_root, SystemBus};
 
 /// In group `tank`: the rules grant every tank action.
 pub const USER_IN: &str = "tankin";
@@ -77,7 +77,7 @@ impl Polkit {
             chmod(d, 0o755);
         }
         let policy = actions.join("org.tank.policy");
-        std::fs::copy(manifest_dir().join("polkit/org.tank.policy"), &policy)
+        std::fs::copy(workspace_root().join("polkit/org.tank.policy"), &policy)
             .expect("copy polkit/org.tank.policy");
         chmod(&policy, 0o644);
         for (name, text) in rule_files {

@@ -1,5 +1,5 @@
 //! Pod networking on the real kernel (root): macvlan NICs made by
-//! `tank::net::macvlan` on veth "uplinks" whose peers sit in scratch
+//! `tankd::net::macvlan` on veth "uplinks" whose peers sit in scratch
 //! gateway namespaces, and the host adapters (static, auto, NetworkManager
 //! against a fake NM on a private bus).
 //!
@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use tank::net::host::{AutoHost, Host, HostConfig, NetworkManagerHost, StaticHost};
-use tank::net::macvlan::{configure_nics, observe_nics, repair_nics};
-use tank::net::netns::NetnsDir;
-use tank::net::NetError;
-use tank::spec::Nic;
+use tankd::net::host::{AutoHost, Host, HostConfig, NetworkManagerHost, StaticHost};
+use tankd::net::macvlan::{configure_nics, observe_nics, repair_nics};
+use tankd::net::netns::NetnsDir;
+use tankd::net::NetError;
+use tankd::spec::Nic;
 
 static NEXT: AtomicUsize = AtomicUsize::new(1);
 

@@ -1,5 +1,5 @@
 //! tankctl: Tank's command-line client. Thin main; the commands are
-//! `tank::client`.
+//! `tankd::client`.
 
 use std::process::ExitCode;
 
@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     } {
         eprintln!("tankctl: cannot reset SIGPIPE: {e}");
     }
-    let cli = tank::client::cli::Cli::parse();
+    let cli = tankd::client::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(tank::client::run(cli)) {
+    match runtime.block_on(tankd::client::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("tankctl: {e}");

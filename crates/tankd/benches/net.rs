@@ -36,10 +36,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tank::net::host::StaticHost;
-use tank::net::macvlan::configure_nics;
-use tank::net::netns::NetnsDir;
-use tank::spec::{Ipv4Cidr, Nic};
+use tankd::net::host::StaticHost;
+use tankd::net::macvlan::configure_nics;
+use tankd::net::netns::NetnsDir;
+use tankd::spec::{Ipv4Cidr, Nic};
 
 fn sh(args: &[&str]) {
     let out = Command::new(args[0])

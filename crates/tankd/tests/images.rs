@@ -17,8 +17,8 @@ use support::images::{
 };
 use support::registry::Registry;
 use support::{failed, ok, SystemBus, Tankd, TankdHome};
-use tank::config::RegistriesConfig;
-use tank::image::{ImageError, Images};
+use tankd::config::RegistriesConfig;
+use tankd::image::{ImageError, Images};
 
 fn open_images(dir: &Path, registry: &Registry) -> Arc<Images> {
     Images::open(
@@ -773,7 +773,7 @@ fn chain_hex(image: &OciImage, n: usize) -> String {
 
 /// The top layer of `record` (what a container sees at /app) holds the
 /// victim's files.
-fn assert_victim_files(images: &Images, record: &tank::image::ImageRecord) {
+fn assert_victim_files(images: &Images, record: &tankd::image::ImageRecord) {
     let top = &images.layer_dirs(record)[0];
     assert_eq!(
         std::fs::read_to_string(top.join("app/who")).unwrap(),

@@ -319,8 +319,8 @@ async fn nul_bytes_from_registries_reach_clients_escaped() {
 
 /// The in-arguments of every method of org.tank.Manager, from the contract.
 fn manager_methods() -> Vec<(String, Vec<String>)> {
-    let xml =
-        std::fs::read_to_string(support::manifest_dir().join("dbus/org.tank.Manager.xml")).unwrap();
+    let xml = std::fs::read_to_string(support::workspace_root().join("dbus/org.tank.Manager.xml"))
+        .unwrap();
     let node = zbus_xml::Node::from_reader(xml.as_bytes()).unwrap();
     let iface = node
         .interfaces()

@@ -36,6 +36,14 @@ pub fn manifest_dir() -> PathBuf {
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run the tests with cargo test"))
 }
 
+/// The root of the checkout under test (the workspace: `dbus/`, `polkit/`,
+/// `packaging/` live there), two levels above this crate.
+pub fn workspace_root() -> PathBuf {
+    let root = manifest_dir().join("../..");
+    root.canonicalize()
+        .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+}
+
 pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -67,7 +75,7 @@ impl SystemBus {
         // Non-root clients must reach the socket.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = dir.path().join("system_bus_socket");
-        let policy = manifest_dir().join("dbus/org.tank.Manager.conf");
+        let policy = workspace_root().join("dbus/org.tank.Manager.conf");
         let config = include_str!("system-bus.conf.in")
             .replace("@SOCKET@", socket.to_str().unwrap())
             .replace("@POLICY@", policy.to_str().unwrap())

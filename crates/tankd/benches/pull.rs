@@ -21,8 +21,8 @@ use std::time::Instant;
 
 use support::images::{five_layer_image, Pushable};
 use support::registry::Registry;
-use tank::config::RegistriesConfig;
-use tank::image::Images;
+use tankd::config::RegistriesConfig;
+use tankd::image::Images;
 
 /// Writes podman configuration pointing at private storage and the local
 /// registry, so the benchmark changes nothing in /etc or podman's default

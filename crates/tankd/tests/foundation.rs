@@ -436,7 +436,7 @@ async fn introspection_matches_the_contract() {
             .introspect()
             .await
             .unwrap();
-        let contract = std::fs::read_to_string(support::manifest_dir().join(file)).unwrap();
+        let contract = std::fs::read_to_string(support::workspace_root().join(file)).unwrap();
         assert_eq!(
             interface_shape(&live, interface),
             interface_shape(&contract, interface),

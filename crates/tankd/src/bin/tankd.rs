@@ -1,4 +1,4 @@
-//! tankd: the Tank daemon. Thin main; the wiring is `tank::daemon`.
+//! tankd: the Tank daemon. Thin main; the wiring is `tankd::daemon`.
 
 use std::process::ExitCode;
 
@@ -9,27 +9,27 @@ fn main() -> ExitCode {
     // The init stage of a container: tankd re-executed by itself inside the
     // container's new namespaces. Nothing of the daemon runs in that mode.
     if std::env::args_os().nth(1).as_deref()
-        == Some(std::ffi::OsStr::new(tank::runtime::init::INIT_ARG))
+        == Some(std::ffi::OsStr::new(tankd::runtime::init::INIT_ARG))
     {
-        tank::runtime::init::main();
+        tankd::runtime::init::main();
     }
     // The exec stage: a process joining a running container.
     if std::env::args_os().nth(1).as_deref()
-        == Some(std::ffi::OsStr::new(tank::runtime::init::exec::EXEC_ARG))
+        == Some(std::ffi::OsStr::new(tankd::runtime::init::exec::EXEC_ARG))
     {
-        tank::runtime::init::exec::main();
+        tankd::runtime::init::exec::main();
     }
     // The process that keeps the pods' systemd scope alive.
     if std::env::args_os().nth(1).as_deref()
         == Some(std::ffi::OsStr::new(
-            tank::runtime::cgroup::scope::PAUSE_ARG,
+            tankd::runtime::cgroup::scope::PAUSE_ARG,
         ))
     {
-        tank::runtime::cgroup::scope::pause();
+        tankd::runtime::cgroup::scope::pause();
     }
-    let args = tank::daemon_cli::Args::parse();
-    tank::daemon::init_logging();
-    let config = match tank::config::Config::load(args.config.as_deref()) {
+    let args = tankd::daemon_cli::Args::parse();
+    tankd::daemon::init_logging();
+    let config = match tankd::config::Config::load(args.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
             log::error!("{e}");
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(tank::daemon::run(config, shutdown_signal()));
+    let result = runtime.block_on(tankd::daemon::run(config, shutdown_signal()));
     // A blocking task that does not end (a log copy to a reader that
     // stopped reading) must not keep tankd from exiting: it is crash-only.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
