@@ -29,6 +29,9 @@ packages=(
     # packaging/build-deb.sh: cargo-deb resolves the shared-library
     # dependencies with dpkg-shlibdeps; the package test reads it with dpkg-deb
     dpkg-dev dpkg
+    # crates/tankctl/tests/cli.rs reads the tankctl binary with readelf and
+    # nm (what it links: no RocksDB, no libstdc++)
+    binutils
 )
 
 missing=()

@@ -81,12 +81,12 @@ async fn exec_call(manager: &zbus::Proxy<'_>) -> Duration {
         .expect("Exec");
     let status: OwnedFd = status.into();
     let line = tokio::task::spawn_blocking(move || {
-        tankd::pty::session::read_status(&status).expect("status")
+        tank_api::exit::read_status(&status).expect("status")
     })
     .await
     .unwrap();
     let elapsed = start.elapsed();
-    assert_eq!(line, Some(tankd::runtime::spawn::ExitStatus::Exited(0)));
+    assert_eq!(line, Some(tank_api::exit::ExitStatus::Exited(0)));
     elapsed
 }
 
@@ -122,7 +122,7 @@ async fn main() {
     let conn = bus.connect().await;
     let manager = common::manager_proxy(&conn).await;
     let tankctl = || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tankctl"));
+        let mut cmd = Command::new(support::tankctl_bin());
         cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
             .args(["exec", "bench", "--", "/bin/true"]);
         cmd

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use tankd::net::host::StaticHost;
 use tankd::net::macvlan::configure_nics;
 use tankd::net::netns::NetnsDir;
-use tankd::spec::{Ipv4Cidr, Nic};
+use tank_api::spec::{Ipv4Cidr, Nic};
 
 fn sh(args: &[&str]) {
     let out = Command::new(args[0])

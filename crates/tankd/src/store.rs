@@ -15,7 +15,7 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOp
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::spec::{Pod, SpecError};
+use tank_api::spec::{Pod, SpecError};
 
 const CF_PODS: &str = "pods";
 const CF_META: &str = "meta";

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tankd::runtime::cgroup::{CgroupConfig, CgroupError, Cgroups, ContainerCgroup};
 use tankd::runtime::plan::CgroupView;
-use tankd::spec::{CpuLimit, Limits};
+use tank_api::spec::{CpuLimit, Limits};
 
 const MIB: u64 = 1 << 20;
 

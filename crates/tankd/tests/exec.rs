@@ -401,13 +401,13 @@ fn non_tty_exec_through_pipes() {
     let bus = &SystemBus::start();
     {
         let tankd = tankd_with(bus, &[sleeper("pipes")]);
-        let tankctl = env!("CARGO_BIN_EXE_tankctl");
+        let tankctl = support::tankctl_bin();
         let shell = |script: &str| {
             Command::new("sh")
                 .arg("-c")
                 .arg(script)
                 .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
-                .env("TANKCTL", tankctl)
+                .env("TANKCTL", &tankctl)
                 .output()
                 .unwrap()
         };
@@ -641,7 +641,7 @@ impl PtyClient {
         // is the slave, as in a terminal emulator.
         let child = Command::new("setsid")
             .arg("--ctty")
-            .arg(env!("CARGO_BIN_EXE_tankctl"))
+            .arg(support::tankctl_bin())
             .args(args)
             .env("DBUS_SYSTEM_BUS_ADDRESS", bus_address)
             .stdin(Stdio::from(slave.try_clone().unwrap()))

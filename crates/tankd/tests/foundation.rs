@@ -165,7 +165,7 @@ fn invalid_specs_are_rejected_with_the_field_path_and_nothing_is_stored() {
             "containers[0]",
         ),
         (&pod_json("Web_1", "busybox") as &str, "name:"),
-        ("this is not json", "a pod document must be a mapping"),
+        ("this is not json", "expected a JSON object"),
     ] {
         let err = failed(&tankd.tankctl_stdin(&["apply", "-f", "-"], Some(doc)));
         assert!(err.starts_with("tankctl: "), "{err}");
@@ -174,6 +174,57 @@ fn invalid_specs_are_rejected_with_the_field_path_and_nothing_is_stored() {
     }
     // Nothing was stored, and nothing was exported.
     assert_eq!(ok(&tankd.tankctl(&["ps"])).lines().count(), 1);
+}
+
+/// tankctl reads documents with tank-api's one strict reader, the one
+/// tankd's Apply uses: a repeated key (which serde alone would resolve
+/// silently, the last one winning) is refused by both, with one message,
+/// and nothing is stored.
+#[tokio::test]
+async fn a_repeated_key_is_refused_by_tankctl_exactly_as_by_tankd() {
+    let bus = SystemBus::start();
+    let tankd = Tankd::start(&bus);
+    let conn = bus.connect().await;
+    for document in [
+        r#"{"name": "web", "name": "api", "containers": [{"name": "a", "image": "127.0.0.1:9/busybox"}]}"#,
+        r#"{"name": "web", "containers": [{"name": "a", "image": "127.0.0.1:9/busybox",
+            "env": {"A": "1", "A": "2"}}]}"#,
+    ] {
+        let reply = conn
+            .call_method(
+                Some("org.tank.Manager"),
+                "/org/tank/Manager",
+                Some("org.tank.Manager"),
+                "Apply",
+                &(document,),
+            )
+            .await;
+        let tankd_says = match reply {
+            Err(zbus::Error::MethodError(name, Some(message), _)) => {
+                assert_eq!(name.as_str(), "org.tank.Error.InvalidSpec");
+                message
+            }
+            other => panic!("tankd accepted a repeated key: {other:?}"),
+        };
+        assert!(tankd_says.contains("duplicate key"), "{tankd_says}");
+        let tankctl_says = failed(&tankd.tankctl_stdin(&["apply", "-f", "-"], Some(document)));
+        assert_eq!(tankctl_says, format!("tankctl: invalid spec: {tankd_says}\n"));
+    }
+    // YAML (tankctl's other syntax; tankd reads it from pods_dir): refused
+    // as well, by the same reader.
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("web.yaml");
+    std::fs::write(
+        &yaml,
+        "name: web\ncontainers:\n  - name: a\n    image: 127.0.0.1:9/busybox\n    image: nginx\n",
+    )
+    .unwrap();
+    let err = failed(&tankd.tankctl(&["apply", "-f", yaml.to_str().unwrap()]));
+    assert_eq!(
+        err,
+        "tankctl: invalid spec: invalid YAML: containers[0]: duplicate key \"image\" at line 3 column 5\n"
+    );
+    assert_eq!(ok(&tankd.tankctl(&["ps"])).lines().count(), 1, "nothing stored");
 }
 
 #[tokio::test]

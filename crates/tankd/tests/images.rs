@@ -695,7 +695,7 @@ async fn images_over_the_bus_and_tankctl() {
         .arg("-c")
         .arg(format!(
             "{} image import - < {}",
-            env!("CARGO_BIN_EXE_tankctl"),
+            support::tankctl_bin().display(),
             archive.display()
         ))
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)

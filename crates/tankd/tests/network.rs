@@ -26,7 +26,7 @@ use tankd::net::host::{AutoHost, Host, HostConfig, NetworkManagerHost, StaticHos
 use tankd::net::macvlan::{configure_nics, observe_nics, repair_nics};
 use tankd::net::netns::NetnsDir;
 use tankd::net::NetError;
-use tankd::spec::Nic;
+use tank_api::spec::Nic;
 
 static NEXT: AtomicUsize = AtomicUsize::new(1);
 

@@ -408,7 +408,7 @@ fn logs_follow_streams_new_output() {
         "echo one; sleep 1; echo two; sleep 1000",
     ));
     tankd.wait_for("chatty", "running", 30, |d| running(d, "main"));
-    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_tankctl"))
+    let mut follower = std::process::Command::new(support::tankctl_bin())
         .args(["logs", "-f", "chatty"])
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
         .stdout(std::process::Stdio::piped())
@@ -445,7 +445,7 @@ fn tankctl_within(
     args: &[&str],
     limit: Duration,
 ) -> Result<std::process::Output, String> {
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_tankctl"))
+    let child = std::process::Command::new(support::tankctl_bin())
         .args(args)
         .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
         .stdout(std::process::Stdio::piped())

@@ -20,7 +20,8 @@ use tankd::runtime::plan::{
     BindMount, InitPlan, RootfsPlan, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS,
     DEFAULT_READONLY_PATHS,
 };
-use tankd::runtime::spawn::{send_signal, wait_exit, ExitStatus, SpawnError, Spawner, Stdio};
+use tank_api::exit::ExitStatus;
+use tankd::runtime::spawn::{send_signal, wait_exit, SpawnError, Spawner, Stdio};
 
 const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[

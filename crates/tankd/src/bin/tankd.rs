@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     {
         tankd::runtime::cgroup::scope::pause();
     }
-    let args = tankd::daemon_cli::Args::parse();
+    let args = tank_api::daemon_cli::Args::parse();
     tankd::daemon::init_logging();
     let config = match tankd::config::Config::load(args.config.as_deref()) {
         Ok(config) => config,

@@ -426,7 +426,7 @@ impl Authorizer {
 /// (`"seccomp": "unconfined"`) weakens the host's protection against its
 /// workload, so only root may ask for one; polkit's answer for
 /// `org.tank.pods.manage` does not extend to it.
-pub fn may_declare(uid: u32, pod: &crate::spec::Pod) -> Result<(), BusError> {
+pub fn may_declare(uid: u32, pod: &tank_api::spec::Pod) -> Result<(), BusError> {
     let unconfined = pod.unconfined_containers();
     if uid == 0 || unconfined.is_empty() {
         return Ok(());
@@ -647,7 +647,7 @@ mod tests {
     #[test]
     fn only_root_declares_unconfined_containers() {
         let pod = |seccomp: &str| {
-            crate::spec::Pod::from_json(&format!(
+            tank_api::spec::Pod::from_json(&format!(
                 r#"{{"name": "web", "containers": [
                     {{"name": "a", "image": "busybox", "seccomp": "{seccomp}"}},
                     {{"name": "b", "image": "busybox"}}]}}"#

@@ -1,8 +1,9 @@
 //! The errors tankd answers on the bus.
 //!
 //! Owns the mapping from library errors to named D-Bus errors
-//! (`org.tank.Error.*`, and the standard `org.freedesktop.DBus.Error.*` for
-//! authorization). Every error a method returns goes through here, so a
+//! (`org.tank.Error.*`, named by tank-api's
+//! [`ErrorName`](tank_api::bus::ErrorName), and the standard
+//! `org.freedesktop.DBus.Error.*` for authorization). Every error a method returns goes through here, so a
 //! client always sees a precise name and a one-line message.
 //!
 //! [`zbus::DBusError`] is implemented by hand rather than derived: the
@@ -20,7 +21,8 @@ use zbus::message::{Header, Message};
 use zbus::names::ErrorName;
 
 use super::text::bus_message;
-use crate::spec::SpecError;
+use tank_api::bus::ErrorName as TankErrorName;
+use tank_api::spec::SpecError;
 use crate::store::StoreError;
 
 /// A D-Bus error returned by tankd's methods.
@@ -63,18 +65,19 @@ impl BusError {
     fn tank(&self) -> Option<(&'static str, &str)> {
         let (name, message) = match self {
             BusError::ZBus(_) => return None,
-            BusError::InvalidSpec(m) => ("org.tank.Error.InvalidSpec", m),
-            BusError::NotFound(m) => ("org.tank.Error.NotFound", m),
-            BusError::Failed(m) => ("org.tank.Error.Failed", m),
-            BusError::InvalidArgument(m) => ("org.tank.Error.InvalidArgument", m),
-            BusError::InUse(m) => ("org.tank.Error.InUse", m),
-            BusError::ImagePull(m) => ("org.tank.Error.ImagePull", m),
-            BusError::ImportFailed(m) => ("org.tank.Error.ImportFailed", m),
-            BusError::NotRunning(m) => ("org.tank.Error.NotRunning", m),
-            BusError::NotATty(m) => ("org.tank.Error.NotATty", m),
-            BusError::Busy(m) => ("org.tank.Error.Busy", m),
-            BusError::ExecFailed(m) => ("org.tank.Error.ExecFailed", m),
+            BusError::InvalidSpec(m) => (TankErrorName::InvalidSpec, m),
+            BusError::NotFound(m) => (TankErrorName::NotFound, m),
+            BusError::Failed(m) => (TankErrorName::Failed, m),
+            BusError::InvalidArgument(m) => (TankErrorName::InvalidArgument, m),
+            BusError::InUse(m) => (TankErrorName::InUse, m),
+            BusError::ImagePull(m) => (TankErrorName::ImagePull, m),
+            BusError::ImportFailed(m) => (TankErrorName::ImportFailed, m),
+            BusError::NotRunning(m) => (TankErrorName::NotRunning, m),
+            BusError::NotATty(m) => (TankErrorName::NotATty, m),
+            BusError::Busy(m) => (TankErrorName::Busy, m),
+            BusError::ExecFailed(m) => (TankErrorName::ExecFailed, m),
         };
+        let name = name.as_str();
         Some((name, message.as_str()))
     }
 }

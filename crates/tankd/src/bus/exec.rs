@@ -20,7 +20,7 @@ use crate::pty::session::ClientEnds;
 use crate::pty::SessionError;
 use crate::runtime::exec::{ExecError, ExecRequest};
 use crate::runtime::manager::Runtime;
-use crate::spec::Container;
+use tank_api::spec::Container;
 use crate::store::Store;
 
 /// The declared container `name` of `pod` (`""`: the only one).

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use crate::image::{ImageError, ImageRecord};
-use crate::spec::Image;
+use tank_api::spec::Image;
 use crate::store::Store;
 
 use super::error::BusError;

@@ -104,7 +104,8 @@ async fn follow_run(mut out: std::fs::File, mut follow: Follow) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::logs::{record_text, Stream, DEFAULT_MAX_BYTES};
+    use crate::runtime::logs::DEFAULT_MAX_BYTES;
+    use tank_api::log_record::{record_text, Stream};
     use std::io::Read;
     use std::time::Duration;
 

@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
 use zbus::message::Header;
 use zbus::object_server::SignalEmitter;
 use zbus::zvariant::OwnedObjectPath;
@@ -19,12 +18,13 @@ use zbus::zvariant::OwnedObjectPath;
 use super::auth::{Authorizer, Request, Verb};
 use super::error::BusError;
 use super::images::{images_in_use, in_use_set, list_row};
-use super::path::pod_path;
+use tank_api::bus::path::pod_path;
 use super::pod::{container_detail, redacted, PodObjects};
 use super::text::BusText;
 use crate::image::Images;
 use crate::runtime::manager::Runtime;
-use crate::spec::Pod;
+use tank_api::spec::Pod;
+use tank_api::status::{Observed, Phase, PodDocument, PodStatus};
 use crate::store::{PodRecord, Store};
 
 pub struct Manager {
@@ -76,18 +76,6 @@ impl Manager {
         let declared = record.as_ref().ok().and_then(Option::as_ref);
         container_detail(declared.map(|r| &r.spec), name)
     }
-}
-
-/// The document `Get` returns.
-#[derive(Serialize)]
-struct PodView<'a> {
-    name: &'a str,
-    generation: u64,
-    created_ms: u64,
-    updated_ms: u64,
-    phase: &'a str,
-    status: serde_json::Value,
-    spec: &'a Pod,
 }
 
 #[zbus::interface(name = "org.tank.Manager")]
@@ -151,19 +139,17 @@ impl Manager {
             .objects
             .observed(name)
             .await
-            .unwrap_or_else(|| (super::pod::PHASE_PENDING.to_owned(), "{}".to_owned()));
-        let view = PodView {
-            name,
+            .unwrap_or_else(|| (Phase::Pending, "{}".to_owned()));
+        let document = PodDocument {
+            name: name.to_owned(),
             generation: record.generation,
             created_ms: record.created_ms,
             updated_ms: record.updated_ms,
-            phase: &phase,
-            status: serde_json::from_str(&status).unwrap_or(serde_json::Value::Null),
-            spec: &spec,
+            phase,
+            status: Observed(PodStatus::from_property(&status).unwrap_or(None)),
+            spec,
         };
-        Ok(serde_json::to_string(&view)
-            .expect("a pod view always serializes")
-            .into())
+        Ok(document.to_json().into())
     }
 
     /// Every declared pod: (name, object path, phase), ordered by name.
@@ -175,7 +161,7 @@ impl Manager {
             .into_iter()
             .map(|(name, phase)| {
                 let path = pod_path(&name);
-                (name.into(), path, phase.into())
+                (name.into(), path, phase.as_str().into())
             })
             .collect()
     }

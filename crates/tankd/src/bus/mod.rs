@@ -21,7 +21,6 @@ pub mod exec;
 pub mod images;
 pub mod logs;
 pub mod manager;
-pub mod path;
 pub mod pod;
 pub mod strict;
 pub mod text;
@@ -30,9 +29,4 @@ pub mod watch;
 pub use error::BusError;
 pub use text::BusText;
 
-/// The well-known name tankd owns on the system bus.
-pub const BUS_NAME: &str = "org.tank.Manager";
-/// Object path of the Manager interface.
-pub const MANAGER_PATH: &str = "/org/tank/Manager";
-/// Object path of the ObjectManager (parent of every tank object).
-pub const ROOT_PATH: &str = "/org/tank";
+pub use tank_api::bus::{BUS_NAME, MANAGER_PATH, ROOT_PATH};

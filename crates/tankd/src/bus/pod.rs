@@ -17,22 +17,19 @@ use zbus::object_server::InterfaceRef;
 use zbus::Connection;
 
 use super::error::BusError;
-use super::path::pod_path;
+use tank_api::bus::path::pod_path;
 use super::text::BusText;
-use crate::reconcile::status::PodStatus;
-use crate::spec::Pod;
+use tank_api::status::{Phase, PodStatus};
+use tank_api::spec::Pod;
 use crate::store::{PodRecord, Store};
 
-/// Phase shown until the runtime reports one.
-pub const PHASE_PENDING: &str = "Pending";
-
-/// Phase of a deleted pod whose teardown has not ended.
-pub const PHASE_TERMINATING: &str = "Terminating";
 
 /// What one pod object shows.
 pub struct PodObject {
     record: PodRecord,
-    phase: String,
+    /// Pending until the reconciler reports one; Terminating once deleted
+    /// until the teardown ends.
+    phase: Phase,
     status: String,
 }
 
@@ -104,7 +101,7 @@ impl PodObject {
 pub struct PodObjects {
     conn: Connection,
     /// name → (generation, phase) of what is exported.
-    exported: tokio::sync::Mutex<HashMap<String, (u64, String)>>,
+    exported: tokio::sync::Mutex<HashMap<String, (u64, Phase)>>,
     /// Pods the reconciler has on the machine: their objects outlive their
     /// deletion from the store until released.
     held: std::sync::Mutex<HashSet<String>>,
@@ -153,8 +150,8 @@ impl PodObjects {
             let path = pod_path(&name);
             match exported.get(&name) {
                 None => {
-                    let phase = PHASE_PENDING.to_owned();
-                    exported.insert(name, (record.generation, phase.clone()));
+                    let phase = Phase::Pending;
+                    exported.insert(name, (record.generation, phase));
                     let status = String::from("{}");
                     server
                         .at(
@@ -170,16 +167,16 @@ impl PodObjects {
                 // A new generation, or a pod declared again while its
                 // previous incarnation was still terminating.
                 Some((generation, phase))
-                    if *generation != record.generation || phase == PHASE_TERMINATING =>
+                    if *generation != record.generation || *phase == Phase::Terminating =>
                 {
                     let generation = record.generation;
-                    let redeclared = phase == PHASE_TERMINATING;
+                    let redeclared = *phase == Phase::Terminating;
                     let iface: InterfaceRef<PodObject> = server.interface(&path).await?;
                     {
                         let mut object = iface.get_mut().await;
                         object.record = record;
                         if redeclared {
-                            object.phase = PHASE_PENDING.to_owned();
+                            object.phase = Phase::Pending;
                         }
                     }
                     let emitter = iface.signal_emitter();
@@ -190,7 +187,7 @@ impl PodObjects {
                     if redeclared {
                         object.phase_changed(emitter).await?;
                     }
-                    exported.insert(name, (generation, object.phase.clone()));
+                    exported.insert(name, (generation, object.phase));
                 }
                 Some(_) => {}
             }
@@ -201,10 +198,10 @@ impl PodObjects {
                 let Some(entry) = exported.get_mut(&name) else {
                     continue;
                 };
-                if entry.1 != PHASE_TERMINATING {
-                    entry.1 = PHASE_TERMINATING.to_owned();
+                if entry.1 != Phase::Terminating {
+                    entry.1 = Phase::Terminating;
                     let iface: InterfaceRef<PodObject> = server.interface(&path).await?;
-                    iface.get_mut().await.phase = PHASE_TERMINATING.to_owned();
+                    iface.get_mut().await.phase = Phase::Terminating;
                     iface
                         .get()
                         .await
@@ -248,12 +245,12 @@ impl PodObjects {
         };
         let server = self.conn.object_server();
         let iface: InterfaceRef<PodObject> = server.interface(&pod_path(pod)).await?;
-        let phase = status.phase.as_str().to_owned();
+        let phase = status.phase;
         let json = status.to_json();
         let (phase_changed, status_changed) = {
             let mut object = iface.get_mut().await;
             let changed = (object.phase != phase, object.status != json);
-            object.phase = phase.clone();
+            object.phase = phase;
             object.status = json;
             changed
         };
@@ -271,20 +268,20 @@ impl PodObjects {
     }
 
     /// (phase, status JSON) of an exported pod.
-    pub async fn observed(&self, pod: &str) -> Option<(String, String)> {
+    pub async fn observed(&self, pod: &str) -> Option<(Phase, String)> {
         let iface = self.exported_interface(pod).await?;
         let object = iface.get().await;
-        Some((object.phase.clone(), object.status.clone()))
+        Some((object.phase, object.status.clone()))
     }
 
     /// (name, phase) of every exported pod, ordered by name.
-    pub async fn phases(&self) -> Vec<(String, String)> {
+    pub async fn phases(&self) -> Vec<(String, Phase)> {
         let exported = self.exported.lock().await;
         let mut list: Vec<_> = exported
             .iter()
-            .map(|(name, (_, phase))| (name.clone(), phase.clone()))
+            .map(|(name, (_, phase))| (name.clone(), *phase))
             .collect();
-        list.sort();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
         list
     }
 }

@@ -25,7 +25,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use crate::spec::{Container, StopSignal};
+use tank_api::spec::{Container, StopSignal};
 
 /// The `PATH` a container gets when neither the image nor the spec sets one
 /// (Docker's default for Linux containers).
@@ -219,7 +219,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::spec::{Image, Limits};
+    use tank_api::spec::{Image, Limits};
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()

@@ -35,7 +35,7 @@ use super::error::errno;
 use super::host::Host;
 use super::rtnl::{enter_netns, on_dedicated_thread, open_netns, Link, Netlink};
 use super::NetError;
-use crate::spec::{Ipv4Cidr, Nic};
+use tank_api::spec::{Ipv4Cidr, Nic};
 
 /// What a NIC looks like inside a pod's netns (drift detection).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::RouteMessageBuilder;
 
 use super::NetError;
-use crate::spec::Ipv4Cidr;
+use tank_api::spec::Ipv4Cidr;
 
 /// Runs `f` to completion on a new OS thread with a current-thread tokio
 /// runtime of its own, and waits for it. Whatever the thread does to its

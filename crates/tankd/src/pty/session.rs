@@ -15,7 +15,7 @@
 //! [`RING_BYTES`].
 //!
 //! When the process ends, the lease holder gets one line on the status
-//! socket, `exited N` or `signaled N`, then EOF. Draining resumes once the
+//! socket, `exited N` or `signaled N` ([`tank_api::exit`]), then EOF. Draining resumes once the
 //! client is gone and lasts until the master reports EIO (no process has
 //! the slave open anymore); then the master is closed.
 //!
@@ -40,8 +40,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use super::ring::Ring;
-use crate::runtime::logs::{LogSink, Stream};
-use crate::runtime::spawn::ExitStatus;
+use crate::runtime::logs::LogSink;
+use tank_api::log_record::Stream;
+use tank_api::exit::ExitStatus;
 
 /// Output kept (and replayed) while nobody is attached.
 pub const RING_BYTES: usize = 8 << 10;
@@ -201,7 +202,7 @@ impl Session {
         }
         state.ended = Some(status);
         if let Some(lease) = &state.lease {
-            let line = format!("{status}\n");
+            let line = status.line();
             let fd = lease.status.as_raw_fd();
             if let Err(e) = send(fd, line.as_bytes(), MsgFlags::MSG_NOSIGNAL) {
                 log::debug!("{}: status not delivered: {e}", self.label);
@@ -431,49 +432,9 @@ fn client_alive(ours: BorrowedFd<'_>) -> bool {
     }
 }
 
-/// Reads the status line from a client's end: `Some(status)`, or `None`
-/// when the socket closed without one. Blocking; for clients and tests.
-pub fn read_status(status: &OwnedFd) -> io::Result<Option<ExitStatus>> {
-    let mut text = Vec::new();
-    let mut buf = [0u8; 64];
-    loop {
-        match nix::unistd::read(status, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => text.extend_from_slice(&buf[..n]),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-        if text.contains(&b'\n') || text.len() > 256 {
-            break;
-        }
-    }
-    Ok(parse_status(&String::from_utf8_lossy(&text)))
-}
-
-/// `exited N` / `signaled N` (the first line of `text`).
-pub fn parse_status(text: &str) -> Option<ExitStatus> {
-    let line = text.lines().next()?;
-    let (kind, number) = line.trim().split_once(' ')?;
-    let number: i32 = number.parse().ok()?;
-    match kind {
-        "exited" => Some(ExitStatus::Exited(number)),
-        "signaled" => Some(ExitStatus::Signaled(number)),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_lines() {
-        assert_eq!(parse_status("exited 3\n"), Some(ExitStatus::Exited(3)));
-        assert_eq!(parse_status("signaled 9"), Some(ExitStatus::Signaled(9)));
-        assert_eq!(parse_status(""), None);
-        assert_eq!(parse_status("exited x\n"), None);
-        assert_eq!(parse_status("stopped 1\n"), None);
-    }
 
     fn host_pty() -> (OwnedFd, OwnedFd) {
         let master = nix::fcntl::open(
@@ -530,7 +491,7 @@ mod tests {
         assert!(got.len() <= RING_BYTES * 2, "{}", got.len());
         session.finish(ExitStatus::Exited(3));
         assert_eq!(
-            read_status(&ends.status).unwrap(),
+            tank_api::exit::read_status(&ends.status).unwrap(),
             Some(ExitStatus::Exited(3))
         );
         assert!(matches!(session.attach().await, Err(SessionError::Ended)));

@@ -17,15 +17,15 @@ use std::time::{Duration, SystemTime};
 
 use super::checkpoint::{Checkpoint, Checkpoints};
 use super::policy::ExitKind;
-use super::status::PodStatus;
+use tank_api::status::PodStatus;
 use crate::bus::pod::PodObjects;
 use crate::image::runconfig::{merge, ImageConfig};
 use crate::image::Images;
 use crate::runtime::manager::{
     RootfsSource, Runtime, RuntimeError, RuntimeEvent, Sandbox, Started,
 };
-use crate::runtime::spawn::ExitStatus;
-use crate::spec::{Image, Pod, StopSignal};
+use tank_api::exit::ExitStatus;
+use tank_api::spec::{Image, Pod, StopSignal};
 use crate::store::Store;
 
 /// An image made ready for a container: its root filesystem and config.

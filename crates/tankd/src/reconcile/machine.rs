@@ -24,9 +24,9 @@ use tokio::time::Instant;
 use super::checkpoint::Checkpoint;
 use super::effects::{Exit, ImageReady, StartError};
 use super::policy::{self, ContainerPhase, ExitKind, Phase, ReconcileConfig};
-use super::status::{timestamp, ContainerState, PodStatus};
+use tank_api::status::{timestamp, ContainerState, PodStatus};
 use crate::runtime::manager::{Sandbox, Started};
-use crate::spec::{Image, Pod, StopSignal};
+use tank_api::spec::{Image, Pod, StopSignal};
 use crate::store::PodRecord;
 
 /// What the driver is told to do.

@@ -24,7 +24,6 @@ pub mod checkpoint;
 pub mod effects;
 pub mod machine;
 pub mod policy;
-pub mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,7 +37,7 @@ use checkpoint::Checkpoint;
 use effects::{Effects, Exit};
 use machine::{Command, Input, PodMachine};
 pub use policy::ReconcileConfig;
-use status::{Phase, PodStatus};
+use tank_api::status::{Phase, PodStatus};
 
 /// Why the loop ended (it never ends on its own while tankd is healthy).
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::spec::RestartPolicy;
+use tank_api::spec::RestartPolicy;
 
 /// `[reconcile]` of tankd.toml: restart backoff and resync.
 ///
@@ -131,32 +131,7 @@ pub enum ContainerPhase {
     },
 }
 
-/// Pod phases (kubelet's `getPhase`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Phase {
-    /// Accepted, but some container has not run yet.
-    Pending,
-    /// Every container has run; some runs or will run again.
-    Running,
-    /// Every container ended for good, all successfully.
-    Succeeded,
-    /// Every container ended for good, at least one not successfully.
-    Failed,
-    /// Deleted; its containers are being stopped.
-    Terminating,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Pending => "Pending",
-            Phase::Running => "Running",
-            Phase::Succeeded => "Succeeded",
-            Phase::Failed => "Failed",
-            Phase::Terminating => "Terminating",
-        }
-    }
-}
+pub use tank_api::status::Phase;
 
 /// The phase of a pod whose containers are where `containers` says:
 /// Pending while any container waits for its first run, Running while any

@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use super::*;
 use crate::net::etc::PodEtc;
 use crate::runtime::manager::{RootfsSource, Sandbox, Started};
-use crate::runtime::spawn::ExitStatus;
-use crate::spec::{Image, Pod};
+use tank_api::exit::ExitStatus;
+use tank_api::spec::{Image, Pod};
 use effects::{ImageReady, StartError};
 
 /// What the loop asked of the world, and when (since the test began).
@@ -169,7 +169,7 @@ impl Effects for Arc<Recorder> {
         pod: &str,
         container: &str,
         _grace: Duration,
-        _signal: Option<crate::spec::StopSignal>,
+        _signal: Option<tank_api::spec::StopSignal>,
     ) {
         self.record(Call::Stop(pod.to_owned(), container.to_owned()));
         self.exit(pod, container, ExitStatus::Signaled(15));

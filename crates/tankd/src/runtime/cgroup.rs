@@ -76,7 +76,7 @@ use cgroups_rs::fs::hierarchies::{self, V1, V2};
 use cgroups_rs::fs::Hierarchy;
 
 use crate::runtime::plan::CgroupView;
-use crate::spec::Limits;
+use tank_api::spec::Limits;
 
 /// The subtree of tankd's cgroup that holds the pods.
 const PODS: &str = "pods";

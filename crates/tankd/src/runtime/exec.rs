@@ -29,7 +29,8 @@ use std::time::Duration;
 use super::logs::LogSink;
 use super::manager::Runtime;
 use super::plan::{ExecPlan, InitPlan};
-use super::spawn::{self, ExitStatus, Prepared, SpawnError, Stage, Stdio};
+use super::spawn::{self, Prepared, SpawnError, Stage, Stdio};
+use tank_api::exit::ExitStatus;
 use crate::pty::session::ClientEnds;
 use crate::pty::{Session, SessionError};
 

@@ -1,8 +1,9 @@
 //! Container output: the stdout/stderr of containers (and what `tty: true`
 //! containers print while nobody is attached) drained into
 //! size-capped per-container log files (CRI format: `<RFC 3339 time>
-//! <stream> <F|P> <text>`), copied to the journal with pod and container
-//! fields when tankd logs there, and streamed to followers.
+//! <stream> <F|P> <text>`, [`tank_api::log_record`]), copied to the
+//! journal with pod and container fields when tankd logs there, and
+//! streamed to followers.
 //!
 //! Owns `<data_dir>/logs/<pod>/<container>.log` (and one rotated `.log.1`).
 //! It never blocks a container: pipes are always drained, and a slow or
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use tank_api::log_record::{self, Stream};
 use tokio::sync::broadcast;
 
 /// Default cap of one log file; one rotated file is kept besides it.
@@ -37,22 +39,6 @@ const READ_CHUNK: usize = 16 << 10;
 const MAX_BATCH: usize = 16 * READ_CHUNK;
 /// How much of a log file is read at a time when reading it backwards.
 const TAIL_BLOCK: u64 = 64 << 10;
-
-/// Which stream a record came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    fn name(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-}
 
 /// What a follower receives: a record of run `run`, or (`record: None`)
 /// the end of that run.
@@ -192,13 +178,8 @@ impl LogSink {
 
     /// Appends one record of run `run` (`None`: the current one).
     fn write_record(&self, run: Option<u64>, stream: Stream, text: &[u8], partial: bool) {
-        let stamp = humantime::format_rfc3339_nanos(SystemTime::now());
         let text = String::from_utf8_lossy(text);
-        let record = format!(
-            "{stamp} {} {} {text}\n",
-            stream.name(),
-            if partial { 'P' } else { 'F' }
-        );
+        let record = log_record::record(SystemTime::now(), stream, partial, &text);
         {
             let mut sink = self.lock();
             if sink.size + record.len() as u64 > sink.max {
@@ -477,22 +458,11 @@ fn split_records(data: &[u8], line: &mut Vec<u8>, records: &mut Vec<(Vec<u8>, bo
     }
 }
 
-/// The text of a CRI record (`<time> <stream> <F|P> <text>`), with its
-/// newline unless it is a partial record.
-pub fn record_text(record: &str) -> String {
-    let mut parts = record.splitn(4, ' ');
-    let (_time, _stream, flag, text) = (parts.next(), parts.next(), parts.next(), parts.next());
-    let text = text.unwrap_or("").trim_end_matches('\n');
-    if flag == Some("P") {
-        text.to_owned()
-    } else {
-        format!("{text}\n")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use tank_api::log_record::record_text;
 
     #[test]
     fn records_rotation_and_tail() {

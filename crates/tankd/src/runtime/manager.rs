@@ -29,21 +29,23 @@ use tokio::sync::{broadcast, watch};
 
 use super::cgroup::{CgroupConfig, Cgroups, ContainerCgroup};
 use super::exec::ExecContext;
-use super::logs::{self, LogRun, LogSink, Stream};
+use super::logs::{self, LogRun, LogSink};
+use tank_api::log_record::Stream;
 use super::plan::{
     BindMount, InitPlan, RootfsPlan, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS,
     DEFAULT_READONLY_PATHS,
 };
 use super::record::{ContainerRecord, RunDir};
 use super::seccomp::{SeccompError, SeccompProgram};
-use super::spawn::{self, ExitStatus, Spawner, Stdio};
+use super::spawn::{self, Spawner, Stdio};
+use tank_api::exit::ExitStatus;
 use super::volumes::{VolumeError, Volumes};
 use crate::image::runconfig::RunConfig;
 use crate::net::etc::{write_pod_etc, PodEtc, Resolv};
 use crate::net::host::Host;
 use crate::net::macvlan::{configure_nics, observe_nics};
 use crate::net::netns::NetnsDir;
-use crate::spec::{Container, Network, Pod, Seccomp, StopSignal, VolumeSource};
+use tank_api::spec::{Container, Network, Pod, Seccomp, StopSignal, VolumeSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

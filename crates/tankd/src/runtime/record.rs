@@ -29,8 +29,8 @@ use nix::sys::stat::Mode;
 use serde::{Deserialize, Serialize};
 
 use super::exec::ExecContext;
-use super::logs::Stream;
-use crate::spec::{Seccomp, StopSignal};
+use tank_api::log_record::Stream;
+use tank_api::spec::{Seccomp, StopSignal};
 
 /// The record of one running container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -47,7 +47,6 @@
 #![allow(unsafe_code)]
 
 use std::ffi::CStr;
-use std::fmt;
 use std::fs::File;
 use std::io::{self, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -61,6 +60,7 @@ use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::sys::socket::{send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use nix::sys::stat::Mode;
 use tokio::io::unix::AsyncFd;
+use tank_api::exit::ExitStatus;
 use tokio::io::Interest;
 
 use super::init::INIT_ARG;
@@ -97,25 +97,6 @@ pub struct Started {
     /// in the container's own devpts and passed back on the sync socket
     /// (`tty` plans only).
     pub pty: Option<OwnedFd>,
-}
-
-/// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// `exit(code)`.
-    Exited(i32),
-    /// Killed by this signal number.
-    Signaled(i32),
-}
-
-impl fmt::Display for ExitStatus {
-    /// `exited N` / `signaled N` (the format of the status pipe).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitStatus::Exited(code) => write!(f, "exited {code}"),
-            ExitStatus::Signaled(signal) => write!(f, "signaled {signal}"),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -820,9 +801,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exit_status_display() {
-        assert_eq!(ExitStatus::Exited(3).to_string(), "exited 3");
-        assert_eq!(ExitStatus::Signaled(9).to_string(), "signaled 9");
+    fn died_display() {
         let e = SpawnError::Died {
             status: ExitStatus::Exited(127),
             when: "before the ready checkpoint",

@@ -44,6 +44,21 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|e| panic!("{}: {e}", root.display()))
 }
 
+/// The tankctl binary under test. It is the tankctl crate's: cargo builds
+/// it next to tankd (one target dir) when it builds the workspace's tests —
+/// `cargo test --workspace` (scripts/test.sh), as the tankctl crate has
+/// integration tests of its own. Fails loudly when it is not there.
+pub fn tankctl_bin() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_tankd")).with_file_name("tankctl");
+    assert!(
+        path.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds tankctl \
+         next to tankd",
+        path.display()
+    );
+    path
+}
+
 pub fn require_root() {
     assert!(
         nix::unistd::geteuid().is_root(),
@@ -485,7 +500,7 @@ impl Tankd {
 /// Runs tankctl on the bus at `address`.
 pub fn run_tankctl(address: &str, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tankctl"))
+    let mut child = Command::new(tankctl_bin())
         .args(args)
         .env("DBUS_SYSTEM_BUS_ADDRESS", address)
         .stdin(Stdio::piped())

@@ -284,7 +284,7 @@ pub fn tankctl_path() -> &'static str {
             .expect("tempdir");
         chmod(dir.path(), 0o755);
         let path = dir.path().join("tankctl");
-        std::fs::copy(env!("CARGO_BIN_EXE_tankctl"), &path).expect("copy tankctl");
+        std::fs::copy(super::tankctl_bin(), &path).expect("copy tankctl");
         chmod(&path, 0o755);
         let path = path.to_str().unwrap().to_owned();
         (dir, path)

@@ -21,7 +21,7 @@ use super::{
     io_err, parse, parse_err, read, rmdir_retrying, CgroupError, CpuStat, Result, KILL_TIMEOUT,
     RMDIR_TIMEOUT,
 };
-use crate::spec::{CpuLimit, Limits};
+use tank_api::spec::{CpuLimit, Limits};
 
 /// One container's cgroup (in every joined hierarchy on v1).
 #[derive(Debug)]

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use super::CpuStat;
 use crate::runtime::plan::{is_component, CgroupLink, CgroupMount, CgroupView};
-use crate::spec::CpuLimit;
+use tank_api::spec::CpuLimit;
 
 /// v1 reports "no memory limit" as `PAGE_COUNTER_MAX * PAGE_SIZE`
 /// (9223372036854771712 with 4 KiB pages; slightly less with larger pages).

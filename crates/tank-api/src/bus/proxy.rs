@@ -1,6 +1,9 @@
 //! Client-side proxies of tankd's interfaces (the XML in `dbus/` is the
-//! contract they follow). Owns nothing but the method and property
-//! signatures as seen from a client.
+//! contract they follow; tankd's own interfaces are `tankd::bus`). Owns
+//! nothing but the method, property and signal signatures as seen from a
+//! client: calls that tankd authorizes may need the
+//! ALLOW_INTERACTIVE_AUTHORIZATION flag, which a client sets on its own
+//! calls through [`ManagerProxy::inner`].
 
 use zbus::zvariant::OwnedObjectPath;
 

@@ -342,10 +342,10 @@ fn is_interface_name(name: &str) -> bool {
             .any(|c| c == '/' || c == ':' || c.is_whitespace() || c == '\0')
 }
 
-/// The distribution grammar and its limits ([`crate::image::reference`]),
+/// The distribution grammar and its limits ([`crate::reference`]),
 /// so that a reference that could never be pulled is refused at Apply.
 fn image_reference(path: &str, reference: &str) -> Result {
-    use crate::image::reference::{check, ReferenceError};
+    use crate::reference::{check, ReferenceError};
     match check(reference) {
         Ok(()) => Ok(()),
         Err(ReferenceError::Empty) => fail(path, "must not be empty"),

@@ -53,11 +53,6 @@ impl Interaction {
         }
     }
 
-    /// Whether calls allow interactive authorization.
-    pub fn allows(&self) -> bool {
-        self.allow
-    }
-
     fn flags(&self) -> enumflags2::BitFlags<MethodFlags> {
         if self.allow {
             MethodFlags::AllowInteractiveAuth.into()
@@ -177,17 +172,17 @@ mod tests {
     #[test]
     fn interaction_only_from_a_terminal_and_when_asked() {
         let i = Interaction::new(true, true, false);
-        assert!(i.allows() && i.agent);
+        assert!(i.allow && i.agent);
         assert_eq!(i.flags(), MethodFlags::AllowInteractiveAuth);
         // Root: the flag, but no agent.
         let i = Interaction::new(true, true, true);
-        assert!(i.allows() && !i.agent);
+        assert!(i.allow && !i.agent);
         // Not a terminal, or --no-ask-password: neither.
         for i in [
             Interaction::new(true, false, false),
             Interaction::new(false, true, false),
         ] {
-            assert!(!i.allows() && !i.agent);
+            assert!(!i.allow && !i.agent);
             assert!(i.flags().is_empty());
         }
     }

@@ -89,7 +89,7 @@ pub enum Command {
         container: String,
         /// Key sequence that detaches (comma-separated: a character or
         /// ctrl-<x>; empty: never).
-        #[arg(long = "detach-keys", value_name = "KEYS", default_value = super::terminal::DEFAULT_DETACH_KEYS)]
+        #[arg(long = "detach-keys", value_name = "KEYS", default_value = crate::terminal::DEFAULT_DETACH_KEYS)]
         detach_keys: String,
     },
     /// Print tankctl's shell completion script.
@@ -137,7 +137,7 @@ pub struct ExecArgs {
     pub cwd: Option<String>,
     /// Key sequence that detaches with -it (comma-separated: a character
     /// or ctrl-<x>; empty: never).
-    #[arg(long = "detach-keys", value_name = "KEYS", default_value = super::terminal::DEFAULT_DETACH_KEYS)]
+    #[arg(long = "detach-keys", value_name = "KEYS", default_value = crate::terminal::DEFAULT_DETACH_KEYS)]
     pub detach_keys: String,
     pub pod: String,
     /// The command and its arguments (after `--`).

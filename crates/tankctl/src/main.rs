@@ -2,95 +2,77 @@
 //!
 //! Owns the commands a person types and how their results and errors are
 //! shown. It talks to tankd only over the system bus (the interfaces of
-//! `dbus/`), never to the store or the machine directly.
+//! `dbus/`, through tank-api's proxies), never to the store or the
+//! machine directly, and it reads what tankd sends as tank-api's types
+//! (pod documents, status, the status line, log records). Pod documents
+//! are read with tank-api's one strict reader, the one tankd uses: a
+//! document tankd would refuse is refused here, with tankd's message.
+//!
+//! - [`cli`]: the command line (clap); [`docs`]: man pages and completions
+//!   generated from it (and from tankd's);
+//! - [`input`]: reading pod documents; [`output`]: tables, ages, `describe`;
+//! - [`images`]: `tankctl image …`; [`exec`]: `exec` and `attach`, with
+//!   [`terminal`] the local end of a session; [`polkit`]: interactive
+//!   authorization; [`error`]: how failures are told.
+#![deny(unsafe_code)]
 
-pub mod cli;
-pub mod docs;
-pub mod exec;
-pub mod images;
-pub mod input;
-pub mod output;
-pub mod polkit;
-pub mod proxy;
-pub mod terminal;
+mod cli;
+mod docs;
+mod error;
+mod exec;
+mod images;
+mod input;
+mod output;
+mod polkit;
+mod terminal;
 
 use std::collections::HashMap;
+use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
+use tank_api::bus::proxy::{ManagerProxy, PodProxy};
+use tank_api::bus::{BUS_NAME, POD_INTERFACE, ROOT_PATH};
+use tank_api::status::{Phase, PodDocument, PodStatus};
 use zbus::fdo::ObjectManagerProxy;
 use zbus::zvariant::OwnedValue;
 use zbus::Connection;
 
-use crate::bus::{BUS_NAME, ROOT_PATH};
 use cli::{Cli, Command, Format};
+use error::ClientError;
 use polkit::Interaction;
-use proxy::{ManagerProxy, PodProxy};
 
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// Reading or converting the user's input failed.
-    #[error("{0}")]
-    Input(String),
-    #[error("cannot connect to the system bus: {0}")]
-    Connect(zbus::Error),
-    /// A call to tankd failed; the message is already user-facing.
-    #[error("{0}")]
-    Call(String),
-    #[error("unexpected reply from tankd: {0}")]
-    Reply(String),
-    /// Writing man pages or completions failed.
-    #[error(transparent)]
-    Docs(#[from] docs::DocsError),
-}
-
-impl From<zbus::Error> for ClientError {
-    fn from(err: zbus::Error) -> Self {
-        ClientError::Call(describe(&err))
+fn main() -> ExitCode {
+    // Like any Unix filter: a reader that goes away (`tankctl ps | head`)
+    // ends tankctl quietly, instead of a panic in println!.
+    // SAFETY: signal(2) with SIG_DFL at the start of main, before any other
+    // thread exists; no handler function is involved.
+    #[allow(unsafe_code)]
+    if let Err(e) = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    } {
+        eprintln!("tankctl: cannot reset SIGPIPE: {e}");
     }
-}
-
-impl From<zbus::fdo::Error> for ClientError {
-    fn from(err: zbus::fdo::Error) -> Self {
-        ClientError::Call(describe(&zbus::Error::FDO(Box::new(err))))
-    }
-}
-
-/// One line for a failed call, by D-Bus error name.
-pub fn describe(err: &zbus::Error) -> String {
-    let (name, message) = match err {
-        zbus::Error::MethodError(name, message, _) => {
-            (name.to_string(), message.as_deref().unwrap_or(""))
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tankctl: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
         }
-        zbus::Error::FDO(fdo) => {
-            let fdo: &zbus::fdo::Error = fdo;
-            (
-                zbus::DBusError::name(fdo).to_string(),
-                zbus::DBusError::description(fdo).unwrap_or(""),
-            )
-        }
-        other => return other.to_string(),
     };
-    match name.as_str() {
-        "org.tank.Error.InvalidSpec" => format!("invalid spec: {message}"),
-        "org.tank.Error.NotFound"
-        | "org.tank.Error.NotRunning"
-        | "org.tank.Error.NotATty"
-        | "org.tank.Error.Busy"
-        | "org.tank.Error.ExecFailed"
-        | "org.tank.Error.InUse"
-        | "org.tank.Error.ImagePull"
-        | "org.tank.Error.InvalidArgument" => message.to_owned(),
-        "org.tank.Error.ImportFailed" => format!("import failed: {message}"),
-        "org.freedesktop.DBus.Error.AccessDenied" => format!("access denied: {message}"),
-        "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired" => format!(
-            "interactive authentication required: {message} (run tankctl on a terminal, \
-             without --no-ask-password)"
-        ),
-        "org.freedesktop.DBus.Error.ServiceUnknown"
-        | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
-            format!("tankd is not running ({BUS_NAME} is not on the system bus)")
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("tankctl: {e}");
+            ExitCode::FAILURE
         }
-        other => format!("{other}: {message}"),
     }
 }
 
@@ -110,17 +92,19 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
         }
         _ => {}
     }
+    // A pod document is read (and refused, as tankd would) before any call.
+    let document = match &cli.command {
+        Command::Apply { file, .. } => Some(input::read_document(file)?.to_canonical_json()),
+        _ => None,
+    };
     let conn = Connection::system().await.map_err(ClientError::Connect)?;
     let manager = ManagerProxy::new(&conn).await?;
     // The calls tankd authorizes may prompt for a password.
     let ask = Interaction::detect(!cli.no_ask_password);
     match cli.command {
-        Command::Apply {
-            file,
-            wait,
-            timeout,
-        } => {
-            let document = input::read_document(&file)?;
+        Command::Apply { wait, timeout, .. } => {
+            // Read above (always, for Apply).
+            let document = document.unwrap_or_default();
             let path: zbus::zvariant::OwnedObjectPath = ask
                 .call(manager.inner(), "Apply", &(document.as_str(),))
                 .await?;
@@ -129,38 +113,28 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
             println!("pod/{name} applied (generation {generation})");
             if wait {
                 let status = wait_converged(&pod, generation, Duration::from_secs(timeout)).await?;
-                println!("pod/{name} {}", status["phase"].as_str().unwrap_or("?"));
+                println!("pod/{name} {}", status.phase);
             }
         }
         Command::Get { name, output } => {
-            let document = manager.get(&name).await?;
-            let value: serde_json::Value =
-                serde_json::from_str(&document).map_err(|e| ClientError::Reply(e.to_string()))?;
+            let document = get(&manager, &name).await?;
             match output {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&value).expect("JSON values serialize")
-                ),
-                Format::Yaml => print!(
-                    "{}",
-                    serde_norway::to_string(&value).expect("JSON values serialize")
-                ),
+                Format::Json => println!("{}", output::json(&document)),
+                Format::Yaml => print!("{}", output::yaml(&document)),
                 Format::Table => {
                     let row = pod_row(
                         &name,
-                        value["phase"].as_str().unwrap_or("?"),
-                        &value["status"],
-                        value["created_ms"].as_u64().unwrap_or(0) * 1000,
+                        document.phase,
+                        document.status.0.as_ref(),
+                        document.created_ms * 1000,
                     );
                     print!("{}", output::table(POD_COLUMNS, &[row]));
                 }
             }
         }
         Command::Describe { name } => {
-            let document = manager.get(&name).await?;
-            let value: serde_json::Value =
-                serde_json::from_str(&document).map_err(|e| ClientError::Reply(e.to_string()))?;
-            print!("{}", output::describe(&value));
+            let document = get(&manager, &name).await?;
+            print!("{}", output::describe(&document));
         }
         Command::Ps => {
             let rows = list_rows(&conn).await?;
@@ -230,6 +204,18 @@ pub async fn run(cli: Cli) -> Result<u8, ClientError> {
     Ok(0)
 }
 
+/// The `Get` document of pod `name`.
+async fn get(manager: &ManagerProxy<'_>, name: &str) -> Result<PodDocument, ClientError> {
+    let text = manager.get(name).await?;
+    PodDocument::from_json(&text).map_err(|e| ClientError::Reply(format!("Get: {e}")))
+}
+
+/// The pod's `Status` property (`None` until tankd first reported).
+async fn status(pod: &PodProxy<'_>) -> Result<Option<PodStatus>, ClientError> {
+    let text = pod.status().await?;
+    PodStatus::from_property(&text).map_err(|e| ClientError::Reply(format!("Status: {e}")))
+}
+
 /// Waits for the pod's status to show `generation` converged: Running, or
 /// every container ended (Succeeded/Failed). Property changes wake it; no
 /// polling.
@@ -237,38 +223,37 @@ async fn wait_converged(
     pod: &PodProxy<'_>,
     generation: u64,
     timeout: Duration,
-) -> Result<serde_json::Value, ClientError> {
+) -> Result<PodStatus, ClientError> {
     use futures_util::StreamExt;
     let mut changes = pod.receive_status_changed().await;
-    let converged = |status: &serde_json::Value| {
-        status["observed_generation"].as_u64() == Some(generation)
+    let converged = |status: &PodStatus| {
+        status.observed_generation == generation
             && matches!(
-                status["phase"].as_str(),
-                Some("Running" | "Succeeded" | "Failed")
+                status.phase,
+                Phase::Running | Phase::Succeeded | Phase::Failed
             )
     };
-    let read = || async {
-        let text = pod.status().await?;
-        Ok::<_, ClientError>(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
-    };
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut status = read().await?;
-    while !converged(&status) {
+    let mut observed = status(pod).await?;
+    loop {
+        match observed {
+            Some(status) if converged(&status) => return Ok(status),
+            _ => {}
+        }
         match tokio::time::timeout_at(deadline, changes.next()).await {
-            Ok(Some(_)) => status = read().await?,
+            Ok(Some(_)) => observed = status(pod).await?,
             Ok(None) => return Err(ClientError::Reply("tankd went away".to_owned())),
             Err(_) => {
-                let summary = output::StatusSummary::of(&status);
+                let summary = output::StatusSummary::of(observed.as_ref());
+                let phase = observed.as_ref().map_or(Phase::Pending, |s| s.phase);
                 return Err(ClientError::Call(format!(
-                    "timed out after {}s: pod is {} ({})",
+                    "timed out after {}s: pod is {phase} ({})",
                     timeout.as_secs(),
-                    status["phase"].as_str().unwrap_or("Pending"),
                     summary.state
                 )));
             }
         }
     }
-    Ok(status)
 }
 
 /// Removes pod `name` from desired state.
@@ -295,7 +280,7 @@ async fn wait_deleted(
     // Subscribed before the call: the removal cannot slip past.
     let mut removed = objects.receive_interfaces_removed().await?;
     delete(manager, ask, name).await?;
-    let path = crate::bus::path::pod_path(name);
+    let path = tank_api::bus::path::pod_path(name);
     let exported = || async {
         let pods = manager.list_pods().await?;
         Ok::<_, ClientError>(pods.iter().any(|(pod, _, _)| pod == name))
@@ -336,7 +321,7 @@ fn print_log(fd: std::os::fd::OwnedFd, timestamps: bool) -> std::io::Result<()> 
         let written = if timestamps {
             writeln!(out, "{line}")
         } else {
-            out.write_all(crate::runtime::logs::record_text(&line).as_bytes())
+            out.write_all(tank_api::log_record::record_text(&line).as_bytes())
         };
         match written {
             Ok(()) => out.flush()?,
@@ -350,11 +335,11 @@ fn print_log(fd: std::os::fd::OwnedFd, timestamps: bool) -> std::io::Result<()> 
 
 const POD_COLUMNS: &[&str] = &["NAME", "PHASE", "READY", "RESTARTS", "STATUS", "AGE", "IPS"];
 
-fn pod_row(name: &str, phase: &str, status: &serde_json::Value, created_us: u64) -> Vec<String> {
+fn pod_row(name: &str, phase: Phase, status: Option<&PodStatus>, created_us: u64) -> Vec<String> {
     let summary = output::StatusSummary::of(status);
     vec![
         name.to_owned(),
-        phase.to_owned(),
+        phase.to_string(),
         format!("{}/{}", summary.ready, summary.total),
         summary.restarts.to_string(),
         summary.state,
@@ -376,25 +361,26 @@ async fn list_rows(conn: &Connection) -> Result<Vec<Vec<String>>, ClientError> {
         .await?
         .get_managed_objects()
         .await?;
-    let mut rows: Vec<Vec<String>> = objects
-        .values()
-        .filter_map(|interfaces| {
-            interfaces
-                .iter()
-                .find(|(name, _)| name.as_str() == "org.tank.Pod")
-                .map(|(_, props)| props)
-        })
-        .map(|props| {
-            let status = serde_json::from_str(&prop_string(props, "Status"))
-                .unwrap_or(serde_json::Value::Null);
-            pod_row(
-                &prop_string(props, "Name"),
-                &prop_string(props, "Phase"),
-                &status,
-                prop_u64(props, "CreatedTimestamp"),
-            )
-        })
-        .collect();
+    let mut rows = Vec::new();
+    for props in objects.values().filter_map(|interfaces| {
+        interfaces
+            .iter()
+            .find(|(name, _)| name.as_str() == POD_INTERFACE)
+            .map(|(_, props)| props)
+    }) {
+        let name = prop_string(props, "Name");
+        let phase: Phase = prop_string(props, "Phase")
+            .parse()
+            .map_err(|e| ClientError::Reply(format!("pod {name}: {e}")))?;
+        let status = PodStatus::from_property(&prop_string(props, "Status"))
+            .map_err(|e| ClientError::Reply(format!("pod {name}: Status: {e}")))?;
+        rows.push(pod_row(
+            &name,
+            phase,
+            status.as_ref(),
+            prop_u64(props, "CreatedTimestamp"),
+        ));
+    }
     rows.sort();
     Ok(rows)
 }

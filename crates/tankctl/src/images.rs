@@ -6,11 +6,11 @@ use std::path::Path;
 use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use super::cli::ImageCommand;
-use super::output;
-use super::polkit::Interaction;
-use super::proxy::ManagerProxy;
-use super::ClientError;
+use crate::cli::ImageCommand;
+use crate::output;
+use crate::polkit::Interaction;
+use tank_api::bus::proxy::ManagerProxy;
+use crate::error::ClientError;
 
 pub async fn run(
     manager: &ManagerProxy<'_>,
@@ -70,7 +70,7 @@ async fn pull(
 ) -> Result<(), ClientError> {
     // Subscribe before calling so no progress signal is missed.
     let mut signals = manager.receive_pull_progress().await?;
-    let wanted = crate::image::reference::normalize(reference).ok();
+    let wanted = tank_api::reference::normalize(reference).ok();
     let bars = MultiProgress::new();
     let style = ProgressStyle::with_template("{prefix} [{bar:30}] {bytes}/{total_bytes}")
         .expect("a valid template")

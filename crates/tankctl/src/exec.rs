@@ -5,7 +5,7 @@
 //! passed (without `-t`: stdout and stderr always, stdin with `-i`), when
 //! the local terminal goes raw (with a terminal and keyboard input), and
 //! what is printed when the session ends. The pumping itself is
-//! [`super::terminal`].
+//! [`crate::terminal`].
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -13,11 +13,11 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use zbus::zvariant::{Fd, Value};
 
-use super::cli::ExecArgs;
-use super::polkit::Interaction;
-use super::proxy::ManagerProxy;
-use super::terminal::{self, DetachKeys, Outcome, RawMode};
-use super::ClientError;
+use crate::cli::ExecArgs;
+use crate::polkit::Interaction;
+use tank_api::bus::proxy::ManagerProxy;
+use crate::terminal::{self, DetachKeys, Outcome, RawMode};
+use crate::error::ClientError;
 
 /// `tankctl exec`: returns tankctl's exit status.
 pub async fn exec(

@@ -1,5 +1,5 @@
 //! Man pages and shell completions, generated from the clap definitions of
-//! tankctl ([`super::cli::Cli`]) and tankd ([`crate::daemon_cli`]), so they
+//! tankctl ([`crate::cli::Cli`]) and tankd ([`tank_api::daemon_cli`]), so they
 //! never drift from the parsers.
 //!
 //! `tankctl completions SHELL` prints a completion script;
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use clap::CommandFactory;
 use clap_mangen::Man;
 
-use super::cli::{Cli, CompletionShell};
+use crate::cli::{Cli, CompletionShell};
 
 /// The title of the manual the pages belong to (the centre of their header).
 const MANUAL: &str = "Tank Manual";
@@ -71,7 +71,7 @@ pub fn write_manpages(dir: &Path) -> Result<Vec<PathBuf>, DocsError> {
     let mut tankctl = tankctl_command().disable_help_subcommand(true);
     tankctl.build();
     write_tree(tankctl, "1", dir, &mut written)?;
-    let mut tankd = crate::daemon_cli::command();
+    let mut tankd = tank_api::daemon_cli::command();
     tankd.build();
     written.push(write_page(tankd, "8", dir)?);
     Ok(written)

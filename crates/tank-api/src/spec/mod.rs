@@ -12,7 +12,7 @@
 //! files, no network, no image lookups). Whether an image exists, a host path
 //! is present or a parent interface is up is for the modules that act. An
 //! image reference is checked against the distribution grammar by the
-//! (pure) [`crate::image::reference::check`], so that what could never be
+//! (pure) [`crate::reference::check`], so that what could never be
 //! pulled is refused at Apply.
 //!
 //! Documents are bounded: at most [`MAX_SPEC_BYTES`] as text (checked

@@ -1,7 +1,10 @@
-//! How tankctl shows things: aligned tables, ages, JSON and YAML documents.
-//! Pure formatting; no bus access.
+//! How tankctl shows things: aligned tables, ages, JSON and YAML documents,
+//! a pod's status for people. Pure formatting over tank-api's types; no
+//! bus access.
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use tank_api::status::{ContainerState, PodDocument, PodStatus};
 
 /// Formats rows under `header` as left-aligned columns separated by three
 /// spaces (kubectl style).
@@ -48,7 +51,17 @@ pub fn format_age(secs: u64) -> String {
     }
 }
 
-/// What `tankctl ps` shows of a pod's status JSON.
+/// A document as `-o json` shows it: pretty JSON.
+pub fn json(document: &PodDocument) -> String {
+    serde_json::to_string_pretty(document).expect("a pod document serializes")
+}
+
+/// A document as `-o yaml` shows it.
+pub fn yaml(document: &PodDocument) -> String {
+    serde_norway::to_string(document).expect("a pod document serializes")
+}
+
+/// What `tankctl ps` shows of a pod's status.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct StatusSummary {
     pub ready: usize,
@@ -61,32 +74,36 @@ pub struct StatusSummary {
 }
 
 impl StatusSummary {
-    pub fn of(status: &serde_json::Value) -> StatusSummary {
+    /// The summary of `status` (`None`: not observed yet).
+    pub fn of(status: Option<&PodStatus>) -> StatusSummary {
         let mut summary = StatusSummary::default();
-        let Some(containers) = status["containers"].as_object() else {
+        let Some(status) = status else {
             summary.state = "-".to_owned();
             return summary;
         };
         let mut states = Vec::new();
-        for c in containers.values() {
+        for c in status.containers.values() {
             summary.total += 1;
-            summary.restarts += c["restart_count"].as_u64().unwrap_or(0);
-            let state = &c["state"];
-            if state.get("running").is_some() {
-                summary.ready += 1;
-                states.push("Running".to_owned());
-            } else if let Some(w) = state.get("waiting") {
-                states.push(w["reason"].as_str().unwrap_or("Waiting").to_owned());
-            } else if let Some(t) = state.get("terminated") {
-                let reason = t["reason"].as_str().unwrap_or("");
-                states.push(match (t["exit_code"].as_i64(), t["signal"].as_i64()) {
+            summary.restarts += u64::from(c.restart_count);
+            states.push(match &c.state {
+                ContainerState::Running { .. } => {
+                    summary.ready += 1;
+                    "Running".to_owned()
+                }
+                ContainerState::Waiting { reason, .. } => reason.clone(),
+                ContainerState::Terminated {
+                    exit_code,
+                    signal,
+                    reason,
+                    ..
+                } => match (exit_code, signal) {
                     _ if reason == "OOMKilled" => "OOMKilled".to_owned(),
                     (Some(0), _) => "Completed".to_owned(),
                     (Some(code), _) => format!("Exited({code})"),
                     (_, Some(signal)) => format!("Signaled({signal})"),
-                    _ => reason.to_owned(),
-                });
-            }
+                    _ => reason.clone(),
+                },
+            });
         }
         // The most telling state: anything not running wins.
         summary.state = states
@@ -95,84 +112,66 @@ impl StatusSummary {
             .or(states.first())
             .cloned()
             .unwrap_or_else(|| "-".to_owned());
-        if let Some(ips) = status["ips"].as_array() {
-            summary.ips = ips
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect();
-        }
+        summary.ips = status.ips.clone();
         summary
     }
 }
 
 /// `tankctl describe`: a pod's `Get` document for people.
-pub fn describe(doc: &serde_json::Value) -> String {
-    let status = &doc["status"];
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+pub fn describe(doc: &PodDocument) -> String {
+    let status = doc.status.0.as_ref();
     let mut out = String::new();
-    out.push_str(&format!("Name:        {}\n", text(&doc["name"])));
+    out.push_str(&format!("Name:        {}\n", doc.name));
     out.push_str(&format!(
         "Generation:  {} (observed {})\n",
-        doc["generation"], status["observed_generation"]
+        doc.generation,
+        status.map_or("-".to_owned(), |s| s.observed_generation.to_string())
     ));
-    out.push_str(&format!("Phase:       {}\n", text(&doc["phase"])));
-    if let Some(message) = status["message"].as_str() {
+    out.push_str(&format!("Phase:       {}\n", doc.phase));
+    if let Some(message) = status.and_then(|s| s.message.as_deref()) {
         out.push_str(&format!("Message:     {message}\n"));
     }
-    let ips: Vec<String> = status["ips"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    let ips = status.map(|s| s.ips.join(", ")).unwrap_or_default();
     out.push_str(&format!(
         "IPs:         {}\n",
-        if ips.is_empty() {
-            "-".to_owned()
-        } else {
-            ips.join(", ")
-        }
+        if ips.is_empty() { "-" } else { &ips }
     ));
     out.push_str("Containers:\n");
-    if let Some(containers) = status["containers"].as_object() {
-        for (name, c) in containers {
-            out.push_str(&format!("  {name}:\n"));
-            let state = &c["state"];
-            if let Some(r) = state.get("running") {
-                out.push_str(&format!(
-                    "    State:     Running (pid {}, since {})\n",
-                    r["pid"],
-                    text(&r["started_at"])
-                ));
-            } else if let Some(w) = state.get("waiting") {
-                out.push_str(&format!("    State:     Waiting: {}\n", text(&w["reason"])));
-                if let Some(m) = w["message"].as_str() {
+    for (name, c) in status.iter().flat_map(|s| &s.containers) {
+        out.push_str(&format!("  {name}:\n"));
+        match &c.state {
+            ContainerState::Running { pid, started_at } => out.push_str(&format!(
+                "    State:     Running (pid {pid}, since {started_at})\n"
+            )),
+            ContainerState::Waiting { reason, message } => {
+                out.push_str(&format!("    State:     Waiting: {reason}\n"));
+                if let Some(m) = message {
                     out.push_str(&format!("    Message:   {m}\n"));
                 }
-            } else if let Some(t) = state.get("terminated") {
-                let how = match (t["exit_code"].as_i64(), t["signal"].as_i64()) {
+            }
+            ContainerState::Terminated {
+                exit_code,
+                signal,
+                reason,
+                finished_at,
+            } => {
+                let how = match (exit_code, signal) {
                     (Some(code), _) => format!("exit code {code}"),
                     (_, Some(signal)) => format!("signal {signal}"),
                     _ => "-".to_owned(),
                 };
                 out.push_str(&format!(
-                    "    State:     Terminated: {} ({how}, at {})\n",
-                    text(&t["reason"]),
-                    text(&t["finished_at"])
+                    "    State:     Terminated: {reason} ({how}, at {finished_at})\n"
                 ));
             }
-            out.push_str(&format!("    Restarts:  {}\n", c["restart_count"]));
         }
+        out.push_str(&format!("    Restarts:  {}\n", c.restart_count));
     }
     out.push_str("Events:\n");
-    for e in status["events"].as_array().into_iter().flatten() {
+    for e in status.iter().flat_map(|s| &s.events) {
         out.push_str(&format!(
             "  {}  {:<10} {}\n",
-            text(&e["time"]),
-            text(&e["reason"]),
-            text(&e["message"])
+            e.time, e.reason, e.message
         ));
     }
     out
@@ -196,31 +195,35 @@ mod tests {
 
     #[test]
     fn status_summaries() {
-        let status: serde_json::Value = serde_json::from_str(
-            r#"{"containers": {
+        let status: PodStatus = serde_json::from_str(
+            r#"{"phase": "Running", "observed_generation": 1, "ips": ["10.0.0.2"], "events": [],
+                "containers": {
                 "a": {"state": {"running": {"pid": 5, "started_at": "x"}}, "restart_count": 2},
                 "b": {"state": {"terminated": {"exit_code": 3, "reason": "Error", "finished_at": "x"}}, "restart_count": 1}}}"#,
         )
         .unwrap();
-        let s = StatusSummary::of(&status);
+        let s = StatusSummary::of(Some(&status));
         assert_eq!(
             (s.ready, s.total, s.restarts, s.state.as_str()),
             (1, 2, 3, "Exited(3)")
         );
-        assert_eq!(StatusSummary::of(&serde_json::Value::Null).state, "-");
+        assert_eq!(s.ips, ["10.0.0.2"]);
+        assert_eq!(StatusSummary::of(None).state, "-");
     }
 
     #[test]
     fn describe_shows_states_and_events() {
-        let doc: serde_json::Value = serde_json::from_str(
-            r#"{"name": "web", "generation": 2, "phase": "Running", "status": {
-                "observed_generation": 2, "ips": ["10.0.0.2"],
+        let doc = PodDocument::from_json(
+            r#"{"name": "web", "generation": 2, "created_ms": 1, "updated_ms": 2,
+                "phase": "Running", "spec": {"name": "web", "containers": [{"name": "app", "image": "busybox"}]},
+                "status": {"phase": "Running", "observed_generation": 2, "ips": ["10.0.0.2"],
                 "containers": {"app": {"state": {"terminated": {"exit_code": 3, "reason": "Error",
                     "finished_at": "t1"}}, "restart_count": 4}},
                 "events": [{"time": "t0", "reason": "Started", "message": "started app"}]}}"#,
         )
         .unwrap();
         let text = describe(&doc);
+        assert!(text.contains("Generation:  2 (observed 2)\n"), "{text}");
         assert!(text.contains("Phase:       Running\n"), "{text}");
         assert!(text.contains("IPs:         10.0.0.2\n"), "{text}");
         assert!(
@@ -229,6 +232,19 @@ mod tests {
         );
         assert!(text.contains("Restarts:  4"), "{text}");
         assert!(text.contains("t0  Started    started app"), "{text}");
+        // Not observed yet.
+        let doc = PodDocument::from_json(
+            r#"{"name": "web", "generation": 1, "created_ms": 1, "updated_ms": 1,
+                "phase": "Pending", "status": {},
+                "spec": {"name": "web", "containers": [{"name": "app", "image": "busybox"}]}}"#,
+        )
+        .unwrap();
+        let text = describe(&doc);
+        assert!(text.contains("Generation:  1 (observed -)\n"), "{text}");
+        assert!(text.contains("IPs:         -\n"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&json(&doc)).unwrap();
+        assert_eq!(json["status"], serde_json::json!({}));
+        assert_eq!(json["phase"], "Pending");
     }
 
     #[test]

@@ -22,9 +22,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::pty::alloc::{get_size, set_size};
-use crate::pty::session::parse_status;
-use crate::runtime::spawn::ExitStatus;
+use tank_api::exit::ExitStatus;
 
 /// Docker's and podman's default detach keys.
 pub const DEFAULT_DETACH_KEYS: &str = "ctrl-p,ctrl-q";
@@ -208,13 +206,22 @@ impl Outcome {
 
 /// The window size of the user's terminal (stdin, else stdout), if any.
 pub fn local_size() -> Option<(u16, u16)> {
-    [io::stdin().as_raw_fd(), io::stdout().as_raw_fd()]
+    let (stdin, stdout) = (io::stdin(), io::stdout());
+    let size = [stdin.as_fd(), stdout.as_fd()]
         .into_iter()
-        .find_map(|fd| {
-            // SAFETY: our stdio fds, open for the life of the process.
-            get_size(unsafe { BorrowedFd::borrow_raw(fd) }).ok()
-        })
-        .filter(|(rows, cols)| *rows > 0 && *cols > 0)
+        .find_map(|fd| rustix::termios::tcgetwinsize(fd).ok())?;
+    Some((size.ws_row, size.ws_col)).filter(|(rows, cols)| *rows > 0 && *cols > 0)
+}
+
+/// Sets the window size of the remote PTY (`TIOCSWINSZ` on its master).
+fn set_size(master: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let size = rustix::termios::Winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    rustix::termios::tcsetwinsize(master, size).map_err(io::Error::from)
 }
 
 fn nonblocking(fd: &OwnedFd) -> io::Result<()> {
@@ -243,11 +250,11 @@ impl StatusReader {
         let mut buf = [0u8; 64];
         loop {
             match nix::unistd::read(fd, &mut buf) {
-                Ok(0) => return Ok(Some(parse_status(&String::from_utf8_lossy(text)))),
+                Ok(0) => return Ok(Some(ExitStatus::parse_line(&String::from_utf8_lossy(text)))),
                 Ok(n) => {
                     text.extend_from_slice(&buf[..n]);
                     if text.contains(&b'\n') {
-                        return Ok(Some(parse_status(&String::from_utf8_lossy(text))));
+                        return Ok(Some(ExitStatus::parse_line(&String::from_utf8_lossy(text))));
                     }
                 }
                 Err(Errno::EAGAIN) => return Ok(None),
