@@ -131,7 +131,11 @@ impl Store {
         opts.set_keep_log_file_num(2);
         opts.set_max_log_file_size(1 << 20);
         let mut table = rocksdb::BlockBasedOptions::default();
-        table.set_block_cache(&rocksdb::Cache::new_lru_cache(1 << 20));
+        let cache = rocksdb::Cache::new_lru_cache(1 << 20).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        table.set_block_cache(&cache);
         opts.set_block_based_table_factory(&table);
         let cfs = [CF_PODS, CF_META].map(|name| ColumnFamilyDescriptor::new(name, opts.clone()));
         let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|source| StoreError::Open {
