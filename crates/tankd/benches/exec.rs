@@ -22,6 +22,13 @@
 //!   container's PID 1: the kernel's cost of entering the namespaces plus
 //!   a fork and two execs. No cgroup, no credentials, no PTY, no daemon.
 //!
+//! - **tankctl ps** and **busctl ListPods**: the client's start-up cost
+//!   on the cheapest call: `tankctl ps` (start, bus connection, ListPods,
+//!   the table) against `busctl --system call … ListPods` (systemd's own
+//!   client: start, bus connection, the call, its output). The target is
+//!   tankctl within 2 ms of busctl, and `tankctl exec` within 5 ms of the
+//!   Exec call alone; both differences are printed.
+//!
 //! BENCH_RUNS (default 20) rounds after one untimed warm-up, each running
 //! every contender once in turn (each round starting with the next one).
 
@@ -54,15 +61,23 @@ const TANKCTL: &str = "tankctl exec";
 const CALL: &str = "Exec call";
 const PODMAN: &str = "podman exec";
 const FLOOR: &str = "nsenter -a (floor)";
-const CONTENDERS: [&str; 4] = [TANKCTL, CALL, PODMAN, FLOOR];
+const PS: &str = "tankctl ps";
+const BUSCTL: &str = "busctl ListPods";
+const CONTENDERS: [&str; 6] = [TANKCTL, CALL, PODMAN, FLOOR, PS, BUSCTL];
 
 /// The wall-clock time of `cmd`, which must succeed with no output.
 fn time(cmd: &mut Command) -> Duration {
+    time_output(cmd, false)
+}
+
+/// The wall-clock time of `cmd`, which must succeed (with output to a
+/// pipe when `output`, else with none).
+fn time_output(cmd: &mut Command, output: bool) -> Duration {
     let start = Instant::now();
     let out = cmd.stdin(Stdio::null()).output().expect("spawn");
     let elapsed = start.elapsed();
     assert!(
-        out.status.success() && out.stdout.is_empty(),
+        out.status.success() && (output || out.stdout.is_empty()),
         "{cmd:?} failed ({}): {}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
@@ -127,6 +142,23 @@ async fn main() {
             .args(["exec", "bench", "--", "/bin/true"]);
         cmd
     };
+    let ps = || {
+        let mut cmd = Command::new(support::tankctl_bin());
+        cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address).arg("ps");
+        cmd
+    };
+    let busctl = || {
+        let mut cmd = Command::new("busctl");
+        cmd.env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address).args([
+            "--system",
+            "call",
+            "org.tank.Manager",
+            "/org/tank/Manager",
+            "org.tank.Manager",
+            "ListPods",
+        ]);
+        cmd
+    };
     let nsenter = || {
         let mut cmd = Command::new("nsenter");
         cmd.args(["-a", "-t", &pid, "/bin/true"]);
@@ -169,6 +201,8 @@ async fn main() {
     time(&mut tankctl());
     exec_call(&manager).await;
     time(&mut nsenter());
+    time_output(&mut ps(), true);
+    time_output(&mut busctl(), true);
     if let Some((p, id)) = &podman {
         podman_exec(p, id);
     }
@@ -181,6 +215,8 @@ async fn main() {
                 TANKCTL => time(&mut tankctl()),
                 CALL => exec_call(&manager).await,
                 FLOOR => time(&mut nsenter()),
+                PS => time_output(&mut ps(), true),
+                BUSCTL => time_output(&mut busctl(), true),
                 _ => match &podman {
                     Some((p, id)) => podman_exec(p, id),
                     None => continue,
@@ -230,6 +266,11 @@ async fn main() {
         "tankctl exec / nsenter = {:.2}   Exec call / nsenter = {:.2}",
         med[TANKCTL] / floor,
         med[CALL] / floor
+    );
+    println!(
+        "tankctl exec - Exec call = {:+.2} ms (target <= 5)   tankctl ps - busctl ListPods = {:+.2} ms (target <= 2)",
+        med[TANKCTL] - med[CALL],
+        med[PS] - med[BUSCTL]
     );
     match med.get(PODMAN) {
         Some(podman) => println!(

@@ -1,4 +1,4 @@
-//! tankd's wiring: configuration → store → bus → (later) reconcile loop,
+//! tankd's wiring: configuration → store → bus → adoption and the reconcile loop,
 //! readiness to systemd, and logging.
 //!
 //! Owns the order in which the daemon comes up and goes down. It holds no

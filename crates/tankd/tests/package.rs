@@ -1,5 +1,5 @@
 //! The Debian package: `packaging/build-deb.sh` builds it (cargo-deb, the
-//! `dev` profile's binaries, generated man pages and completions), and this
+//! `release` profile's optimized, stripped binaries, generated man pages and completions), and this
 //! test reads it back with `dpkg-deb`: every file it must install, the
 //! conffile, the dependencies and the maintainer scripts that enable and
 //! start tankd.service and create group `tank`. Nothing is skipped: a
@@ -146,7 +146,8 @@ fn the_debian_package_installs_everything_and_enables_tankd() {
         .lines()
         .find_map(|l| l.strip_prefix("Depends: "))
         .unwrap_or_else(|| panic!("no Depends:\n{control}"));
-    for dep in ["dbus", "polkitd", "adduser", "libc6"] {
+    // librocksdb7.8: tankd links Debian's RocksDB (no C++ build of ours).
+    for dep in ["dbus", "polkitd", "adduser", "libc6", "librocksdb7.8"] {
         assert!(
             depends
                 .split(',')
@@ -228,6 +229,23 @@ fn the_debian_package_installs_everything_and_enables_tankd() {
         version.trim(),
         format!("tankctl {}", env!("CARGO_PKG_VERSION"))
     );
+    // The shipped binaries are the optimized, stripped ones, within their
+    // size budgets; tankctl links neither RocksDB nor the C++ runtime.
+    for (binary, budget) in [("/usr/bin/tankd", 20_000_000), ("/usr/bin/tankctl", 8_000_000)] {
+        let path = at(binary);
+        let size = std::fs::metadata(&path).expect("binary").len();
+        assert!(size <= budget, "{binary} is {size} bytes, budget {budget}");
+        let sections = run(Command::new("readelf").arg("--sections").arg(&path));
+        assert!(!sections.contains(".symtab"), "{binary} is not stripped");
+        assert!(!sections.contains(".debug_"), "{binary} has debug info");
+    }
+    let needed = run(Command::new("readelf").arg("--dynamic").arg(at("/usr/bin/tankctl")));
+    assert!(
+        !needed.contains("libstdc++") && !needed.contains("librocksdb"),
+        "tankctl links C++: {needed}"
+    );
+    let needed = run(Command::new("readelf").arg("--dynamic").arg(at("/usr/bin/tankd")));
+    assert!(needed.contains("[librocksdb.so.7.8]"), "tankd: {needed}");
     let man = gunzip(&at("/usr/share/man/man1/tankctl.1.gz"));
     assert!(man.contains(".TH tankctl 1 "), "{man}");
     for sub in ["apply", "ps", "logs", "exec", "attach", "completions"] {

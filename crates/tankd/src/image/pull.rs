@@ -42,8 +42,17 @@ pub struct Puller {
     credentials: Credentials,
 }
 
+/// Makes *ring* the process's TLS crypto provider (rustls is built without
+/// a default one: see the workspace Cargo.toml). Idempotent: a provider
+/// already installed (by an earlier Puller) is kept.
+fn install_tls_provider() {
+    // Err means one is installed already, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Puller {
     pub fn new(config: &RegistriesConfig) -> Result<Puller, ImageError> {
+        install_tls_provider();
         let client = Client::new(ClientConfig {
             protocol: ClientProtocol::HttpsExcept(config.insecure.clone()),
             // Tank chooses the platform itself (with variants) from the index.
