@@ -54,6 +54,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::stat::Mode;
+use rustix::process::{WaitId, WaitIdOptions};
 use tank_api::exit::ExitStatus;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -287,7 +288,7 @@ pub async fn wait_exit(pidfd: &OwnedFd) -> Result<ExitStatus, SpawnError> {
         let mut guard = watch.readable().await.map_err(|e| {
             SpawnError::Wait(Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
         })?;
-        match reap(pidfd.as_fd(), libc::WNOHANG) {
+        match reap(pidfd.as_fd(), true) {
             Ok(Some(status)) => return Ok(status),
             Ok(None) => guard.clear_ready(),
             Err(Errno::EINTR) => {}
@@ -321,60 +322,32 @@ pub async fn wait_gone(pidfd: &OwnedFd) -> Result<(), SpawnError> {
     Ok(())
 }
 
-/// `waitid(P_PIDFD, fd, WEXITED | extra)`: the status, or `None` if the
-/// process still runs (with `WNOHANG`).
-fn reap(pidfd: BorrowedFd<'_>, extra: libc::c_int) -> Result<Option<ExitStatus>, Errno> {
-    // SAFETY: siginfo_t is plain old data; all-zero is a valid value (and
-    // the si_pid == 0 that WNOHANG leaves when nothing has exited).
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: waitid writes into `info`, a valid siginfo_t we own; the fd
-    // is a live pidfd borrowed for the call.
-    let rc = unsafe {
-        libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED | extra,
-        )
-    };
-    if rc < 0 {
-        return Err(Errno::last());
+/// `waitid(P_PIDFD, fd, WEXITED)` (with `WNOHANG` if `nohang`): the
+/// status, or `None` if the process still runs.
+fn reap(pidfd: BorrowedFd<'_>, nohang: bool) -> Result<Option<ExitStatus>, Errno> {
+    let mut options = WaitIdOptions::EXITED;
+    if nohang {
+        options |= WaitIdOptions::NOHANG;
     }
-    // SAFETY: waitid filled `info` for a child-state change (or left it
-    // zeroed); si_pid/si_status are the fields of that union member.
-    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if pid == 0 {
-        return Ok(None);
-    }
-    Ok(Some(match info.si_code {
-        libc::CLD_EXITED => ExitStatus::Exited(status),
-        _ => ExitStatus::Signaled(status),
+    let status = rustix::process::waitid(WaitId::PidFd(pidfd), options)
+        .map_err(|e| Errno::from_raw(e.raw_os_error()))?;
+    Ok(status.map(|status| match status.exit_status() {
+        Some(code) => ExitStatus::Exited(code),
+        // Killed or dumped: WEXITED reports nothing else.
+        None => ExitStatus::Signaled(status.terminating_signal().unwrap_or(libc::SIGKILL)),
     }))
 }
 
 /// Sends `signal` to the process behind `pidfd` (`pidfd_send_signal`): no
 /// pid reuse race. A process that already exited gives `ESRCH`.
 pub fn send_signal(pidfd: &OwnedFd, signal: Signal) -> Result<(), SpawnError> {
-    raw_send_signal(pidfd.as_fd(), signal as libc::c_int).map_err(SpawnError::Signal)
+    let signal = rustix::process::Signal::from_named_raw(signal as i32)
+        .ok_or(SpawnError::Signal(Errno::EINVAL))?;
+    raw_send_signal(pidfd.as_fd(), signal).map_err(SpawnError::Signal)
 }
 
-fn raw_send_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> Result<(), Errno> {
-    // SAFETY: pidfd_send_signal(pidfd, sig, NULL, 0) reads no memory (the
-    // siginfo pointer is NULL); the fd is borrowed for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        Err(Errno::last())
-    } else {
-        Ok(())
-    }
+fn raw_send_signal(pidfd: BorrowedFd<'_>, signal: rustix::process::Signal) -> Result<(), Errno> {
+    rustix::process::pidfd_send_signal(pidfd, signal).map_err(|e| Errno::from_raw(e.raw_os_error()))
 }
 
 /// Registers `fd` with tokio's reactor for readability.
@@ -421,7 +394,7 @@ impl Child {
     /// already exited (`ESRCH`) or reaped (`ECHILD`) child is fine.
     async fn kill_and_reap(mut self) {
         if let Some(pidfd) = self.pidfd.take() {
-            let _ = raw_send_signal(pidfd.as_fd(), libc::SIGKILL);
+            let _ = raw_send_signal(pidfd.as_fd(), rustix::process::Signal::KILL);
             let _ = wait_exit(&pidfd).await;
         }
     }
@@ -432,10 +405,10 @@ impl Drop for Child {
         let Some(pidfd) = self.pidfd.take() else {
             return;
         };
-        let _ = raw_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = raw_send_signal(pidfd.as_fd(), rustix::process::Signal::KILL);
         // SIGKILLed: the exit is imminent; reap it off the async threads.
         let reap_blocking = move || {
-            let _ = reap(pidfd.as_fd(), 0);
+            let _ = reap(pidfd.as_fd(), false);
         };
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
@@ -652,11 +625,13 @@ unsafe fn child_after_clone(args: &ChildArgs) -> ! {
     // A session of its own (detached from tankd's process group and
     // terminal); with a tty, the pty slave on fd 0 becomes its controlling
     // terminal.
-    // SAFETY: setsid/ioctl(TIOCSCTTY) touch no memory of ours.
-    if unsafe { libc::setsid() } < 0
-        || (args.tty && unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0)
+    // rustix makes the system calls directly: no allocation, no lock.
+    // SAFETY: fd 0 was just set up by the dup2 above and stays open.
+    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+    if rustix::process::setsid().is_err()
+        || (args.tty && rustix::process::ioctl_tiocsctty(stdin).is_err())
     {
-        // SAFETY: as above.
+        // SAFETY: _exit is async-signal-safe and never returns.
         unsafe { libc::_exit(126) }
     }
     // Everything else (the daemon's fds, the >= HIGH_FD copies, the exe)
