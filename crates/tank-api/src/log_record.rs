@@ -53,7 +53,10 @@ mod tests {
     fn records_both_ways() {
         let time = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1500);
         let full = record(time, Stream::Stdout, false, "hello world");
-        assert_eq!(full, "1970-01-01T00:00:01.500000000Z stdout F hello world\n");
+        assert_eq!(
+            full,
+            "1970-01-01T00:00:01.500000000Z stdout F hello world\n"
+        );
         assert_eq!(record_text(&full), "hello world\n");
         let part = record(time, Stream::Stderr, true, "abc");
         assert_eq!(part, "1970-01-01T00:00:01.500000000Z stderr P abc\n");

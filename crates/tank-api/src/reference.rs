@@ -281,14 +281,8 @@ mod tests {
             normalize("index.docker.io/library/busybox").unwrap(),
             "docker.io/library/busybox:latest"
         );
-        assert_eq!(
-            normalize("acme/app").unwrap(),
-            "docker.io/acme/app:latest"
-        );
-        assert_eq!(
-            normalize("localhost/a").unwrap(),
-            "localhost/a:latest"
-        );
+        assert_eq!(normalize("acme/app").unwrap(), "docker.io/acme/app:latest");
+        assert_eq!(normalize("localhost/a").unwrap(), "localhost/a:latest");
         let digest = format!("sha256:{HEX64}");
         assert_eq!(
             normalize(&format!("alpine@{digest}")).unwrap(),

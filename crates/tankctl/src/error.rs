@@ -84,7 +84,6 @@ pub fn describe(err: &zbus::Error) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,11 +106,17 @@ mod tests {
             "invalid spec: name: bad"
         );
         assert_eq!(
-            describe(&method_error(ErrorName::NotFound.as_str(), "pod \"x\" not found")),
+            describe(&method_error(
+                ErrorName::NotFound.as_str(),
+                "pod \"x\" not found"
+            )),
             "pod \"x\" not found"
         );
         assert_eq!(
-            describe(&method_error("org.freedesktop.DBus.Error.ServiceUnknown", "")),
+            describe(&method_error(
+                "org.freedesktop.DBus.Error.ServiceUnknown",
+                ""
+            )),
             "tankd is not running (org.tank.Manager is not on the system bus)"
         );
         assert_eq!(

@@ -14,10 +14,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use zbus::zvariant::{Fd, Value};
 
 use crate::cli::ExecArgs;
-use crate::polkit::Interaction;
-use tank_api::bus::proxy::ManagerProxy;
-use crate::terminal::{self, DetachKeys, Outcome, RawMode};
 use crate::error::ClientError;
+use crate::polkit::Interaction;
+use crate::terminal::{self, DetachKeys, Outcome, RawMode};
+use tank_api::bus::proxy::ManagerProxy;
 
 /// `tankctl exec`: returns tankctl's exit status.
 pub async fn exec(

@@ -7,10 +7,10 @@ use futures_util::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::cli::ImageCommand;
+use crate::error::ClientError;
 use crate::output;
 use crate::polkit::Interaction;
 use tank_api::bus::proxy::ManagerProxy;
-use crate::error::ClientError;
 
 pub async fn run(
     manager: &ManagerProxy<'_>,

@@ -54,10 +54,7 @@ mod tests {
     #[test]
     fn a_repeated_key_is_refused_as_tankd_refuses_it() {
         let json = r#"{"name": "a", "name": "b", "containers": []}"#;
-        assert_eq!(
-            parse(json).unwrap_err(),
-            Pod::from_json(json).unwrap_err(),
-        );
+        assert_eq!(parse(json).unwrap_err(), Pod::from_json(json).unwrap_err(),);
         assert_eq!(
             parse(json).unwrap_err().to_string(),
             r#"invalid JSON: duplicate key "name" at line 1 column 20"#
@@ -71,8 +68,8 @@ mod tests {
 
     #[test]
     fn broken_rules_are_refused_with_the_field_path() {
-        let err = parse(r#"{"name": "Web_1", "containers": [{"name": "a", "image": "b"}]}"#)
-            .unwrap_err();
+        let err =
+            parse(r#"{"name": "Web_1", "containers": [{"name": "a", "image": "b"}]}"#).unwrap_err();
         assert!(err.to_string().starts_with("name: "), "{err}");
         let err = parse("this is not json").unwrap_err();
         assert!(err.to_string().contains("expected a JSON object"), "{err}");

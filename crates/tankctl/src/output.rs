@@ -169,10 +169,7 @@ pub fn describe(doc: &PodDocument) -> String {
     }
     out.push_str("Events:\n");
     for e in status.iter().flat_map(|s| &s.events) {
-        out.push_str(&format!(
-            "  {}  {:<10} {}\n",
-            e.time, e.reason, e.message
-        ));
+        out.push_str(&format!("  {}  {:<10} {}\n", e.time, e.reason, e.message));
     }
     out
 }

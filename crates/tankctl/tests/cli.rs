@@ -11,7 +11,10 @@ fn tankctl(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tankctl"))
         .args(args)
         // No bus at all: anything that reaches for one fails.
-        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/tank-test-bus")
+        .env(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            "unix:path=/nonexistent/tank-test-bus",
+        )
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -35,7 +38,8 @@ fn stderr(out: &Output) -> String {
 fn a_repeated_key_is_refused_before_any_call() {
     // The message is tank-api's reader's, the one tankd's Apply gives
     // (crates/tankd/tests/foundation.rs compares the two through tankd).
-    let json = r#"{"name": "web", "containers": [{"name": "a", "image": "busybox", "image": "nginx"}]}"#;
+    let json =
+        r#"{"name": "web", "containers": [{"name": "a", "image": "busybox", "image": "nginx"}]}"#;
     assert_eq!(
         stderr(&tankctl(&["apply", "-f", "-"], Some(json))),
         "tankctl: invalid spec: invalid JSON: duplicate key \"image\" at line 1 column 72\n"
@@ -48,7 +52,10 @@ fn a_repeated_key_is_refused_before_any_call() {
     )
     .expect("write");
     assert_eq!(
-        stderr(&tankctl(&["apply", "-f", yaml.to_str().expect("utf-8")], None)),
+        stderr(&tankctl(
+            &["apply", "-f", yaml.to_str().expect("utf-8")],
+            None
+        )),
         "tankctl: invalid spec: invalid YAML: duplicate key \"name\"\n"
     );
     // A valid document goes on to the bus, which is not there.

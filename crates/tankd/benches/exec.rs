@@ -95,11 +95,10 @@ async fn exec_call(manager: &zbus::Proxy<'_>) -> Duration {
         .await
         .expect("Exec");
     let status: OwnedFd = status.into();
-    let line = tokio::task::spawn_blocking(move || {
-        tank_api::exit::read_status(&status).expect("status")
-    })
-    .await
-    .unwrap();
+    let line =
+        tokio::task::spawn_blocking(move || tank_api::exit::read_status(&status).expect("status"))
+            .await
+            .unwrap();
     let elapsed = start.elapsed();
     assert_eq!(line, Some(tank_api::exit::ExitStatus::Exited(0)));
     elapsed

@@ -36,10 +36,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use tank_api::spec::{Ipv4Cidr, Nic};
 use tankd::net::host::StaticHost;
 use tankd::net::macvlan::configure_nics;
 use tankd::net::netns::NetnsDir;
-use tank_api::spec::{Ipv4Cidr, Nic};
 
 fn sh(args: &[&str]) {
     let out = Command::new(args[0])

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::image::pull::RegistriesConfig;
+
 /// Default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tank/tankd.toml";
 /// Default data directory (systemd's `StateDirectory=tank`).
@@ -76,17 +78,6 @@ impl Default for LogsConfig {
             max_bytes: crate::runtime::logs::DEFAULT_MAX_BYTES,
         }
     }
-}
-
-/// `[registries]`: how tankd talks to image registries.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RegistriesConfig {
-    /// `host:port` of registries reached over plain HTTP (exact match);
-    /// every other registry is HTTPS.
-    pub insecure: Vec<String>,
-    /// A docker-style auth file (`{"auths": {"host": {"auth": base64(user:pass)}}}`).
-    pub auth_file: Option<PathBuf>,
 }
 
 impl Default for Config {

@@ -13,9 +13,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use tank_api::spec::{CpuLimit, Limits};
 use tankd::runtime::cgroup::{CgroupConfig, CgroupError, Cgroups, ContainerCgroup};
 use tankd::runtime::plan::CgroupView;
-use tank_api::spec::{CpuLimit, Limits};
 
 const MIB: u64 = 1 << 20;
 

@@ -7,7 +7,7 @@
 mod support;
 
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -727,17 +727,13 @@ impl PtyClient {
     }
 
     fn resize(&self, rows: u16, cols: u16) {
-        let size = nix::pty::Winsize {
+        let size = rustix::termios::Winsize {
             ws_row: rows,
             ws_col: cols,
             ws_xpixel: 0,
             ws_ypixel: 0,
         };
-        // SAFETY-free wrapper: TIOCSWINSZ through nix's ioctl macro.
-        nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, nix::pty::Winsize);
-        #[allow(unsafe_code)]
-        // SAFETY: TIOCSWINSZ reads one winsize; the fd is our master.
-        unsafe { set_winsize(self.master.as_fd().as_raw_fd(), &size) }.unwrap();
+        rustix::termios::tcsetwinsize(&self.master, size).unwrap();
     }
 
     /// tankctl's exit code (within the timeout).

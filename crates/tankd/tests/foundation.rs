@@ -208,7 +208,10 @@ async fn a_repeated_key_is_refused_by_tankctl_exactly_as_by_tankd() {
         };
         assert!(tankd_says.contains("duplicate key"), "{tankd_says}");
         let tankctl_says = failed(&tankd.tankctl_stdin(&["apply", "-f", "-"], Some(document)));
-        assert_eq!(tankctl_says, format!("tankctl: invalid spec: {tankd_says}\n"));
+        assert_eq!(
+            tankctl_says,
+            format!("tankctl: invalid spec: {tankd_says}\n")
+        );
     }
     // YAML (tankctl's other syntax; tankd reads it from pods_dir): refused
     // as well, by the same reader.
@@ -224,7 +227,11 @@ async fn a_repeated_key_is_refused_by_tankctl_exactly_as_by_tankd() {
         err,
         "tankctl: invalid spec: invalid YAML: containers[0]: duplicate key \"image\" at line 3 column 5\n"
     );
-    assert_eq!(ok(&tankd.tankctl(&["ps"])).lines().count(), 1, "nothing stored");
+    assert_eq!(
+        ok(&tankd.tankctl(&["ps"])).lines().count(),
+        1,
+        "nothing stored"
+    );
 }
 
 #[tokio::test]

@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 
 mod support;
 
+use tank_api::spec::Nic;
 use tankd::net::host::{AutoHost, Host, HostConfig, NetworkManagerHost, StaticHost};
 use tankd::net::macvlan::{configure_nics, observe_nics, repair_nics};
 use tankd::net::netns::NetnsDir;
 use tankd::net::NetError;
-use tank_api::spec::Nic;
 
 static NEXT: AtomicUsize = AtomicUsize::new(1);
 

@@ -231,7 +231,10 @@ fn the_debian_package_installs_everything_and_enables_tankd() {
     );
     // The shipped binaries are the optimized, stripped ones, within their
     // size budgets; tankctl links neither RocksDB nor the C++ runtime.
-    for (binary, budget) in [("/usr/bin/tankd", 20_000_000), ("/usr/bin/tankctl", 8_000_000)] {
+    for (binary, budget) in [
+        ("/usr/bin/tankd", 20_000_000),
+        ("/usr/bin/tankctl", 8_000_000),
+    ] {
         let path = at(binary);
         let size = std::fs::metadata(&path).expect("binary").len();
         assert!(size <= budget, "{binary} is {size} bytes, budget {budget}");
@@ -239,12 +242,16 @@ fn the_debian_package_installs_everything_and_enables_tankd() {
         assert!(!sections.contains(".symtab"), "{binary} is not stripped");
         assert!(!sections.contains(".debug_"), "{binary} has debug info");
     }
-    let needed = run(Command::new("readelf").arg("--dynamic").arg(at("/usr/bin/tankctl")));
+    let needed = run(Command::new("readelf")
+        .arg("--dynamic")
+        .arg(at("/usr/bin/tankctl")));
     assert!(
         !needed.contains("libstdc++") && !needed.contains("librocksdb"),
         "tankctl links C++: {needed}"
     );
-    let needed = run(Command::new("readelf").arg("--dynamic").arg(at("/usr/bin/tankd")));
+    let needed = run(Command::new("readelf")
+        .arg("--dynamic")
+        .arg(at("/usr/bin/tankd")));
     assert!(needed.contains("[librocksdb.so.7.8]"), "tankd: {needed}");
     let man = gunzip(&at("/usr/share/man/man1/tankctl.1.gz"));
     assert!(man.contains(".TH tankctl 1 "), "{man}");

@@ -16,11 +16,11 @@ use std::time::Duration;
 use nix::fcntl::OFlag;
 use nix::sys::signal::Signal;
 use nix::sys::stat::Mode;
+use tank_api::exit::ExitStatus;
 use tankd::runtime::plan::{
     BindMount, InitPlan, RootfsPlan, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS,
     DEFAULT_READONLY_PATHS,
 };
-use tank_api::exit::ExitStatus;
 use tankd::runtime::spawn::{send_signal, wait_exit, SpawnError, Spawner, Stdio};
 
 const BUSYBOX: &str = "/bin/busybox";

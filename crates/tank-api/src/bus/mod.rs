@@ -90,7 +90,9 @@ impl ErrorName {
     /// The kind a D-Bus error name stands for; `None` for any name outside
     /// `org.tank.Error.*`.
     pub fn from_name(name: &str) -> Option<ErrorName> {
-        ErrorName::ALL.into_iter().find(|kind| kind.as_str() == name)
+        ErrorName::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
     }
 }
 

@@ -9,13 +9,13 @@ fn main() -> ExitCode {
     // The init stage of a container: tankd re-executed by itself inside the
     // container's new namespaces. Nothing of the daemon runs in that mode.
     if std::env::args_os().nth(1).as_deref()
-        == Some(std::ffi::OsStr::new(tankd::runtime::init::INIT_ARG))
+        == Some(std::ffi::OsStr::new(tankd::runtime::channel::INIT_ARG))
     {
         tankd::runtime::init::main();
     }
     // The exec stage: a process joining a running container.
     if std::env::args_os().nth(1).as_deref()
-        == Some(std::ffi::OsStr::new(tankd::runtime::init::exec::EXEC_ARG))
+        == Some(std::ffi::OsStr::new(tankd::runtime::channel::EXEC_ARG))
     {
         tankd::runtime::init::exec::main();
     }

@@ -21,9 +21,9 @@ use zbus::message::{Header, Message};
 use zbus::names::ErrorName;
 
 use super::text::bus_message;
+use crate::store::StoreError;
 use tank_api::bus::ErrorName as TankErrorName;
 use tank_api::spec::SpecError;
-use crate::store::StoreError;
 
 /// A D-Bus error returned by tankd's methods.
 #[derive(Debug)]

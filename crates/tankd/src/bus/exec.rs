@@ -20,8 +20,8 @@ use crate::pty::session::ClientEnds;
 use crate::pty::SessionError;
 use crate::runtime::exec::{ExecError, ExecRequest};
 use crate::runtime::manager::Runtime;
-use tank_api::spec::Container;
 use crate::store::Store;
+use tank_api::spec::Container;
 
 /// The declared container `name` of `pod` (`""`: the only one).
 async fn declared(store: &Arc<Store>, pod: &str, name: &str) -> Result<Container, BusError> {
@@ -108,7 +108,7 @@ pub async fn exec(
 ) -> Result<(OwnedFd, OwnedFd), BusError> {
     let container = declared(store, pod, container).await?;
     let request = request(argv, opts)?;
-    match crate::runtime::exec::exec(runtime, pod, &container.name, request).await {
+    match runtime.exec(pod, &container.name, request).await {
         Ok(client) => Ok(ends(client)),
         Err(e @ ExecError::NotRunning { .. }) => Err(BusError::NotRunning(e.to_string())),
         Err(e @ ExecError::InvalidArgument(_)) => Err(BusError::InvalidArgument(e.to_string())),

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use crate::image::{ImageError, ImageRecord};
-use tank_api::spec::Image;
 use crate::store::Store;
+use tank_api::spec::Image;
 
 use super::error::BusError;
 use super::text::BusText;

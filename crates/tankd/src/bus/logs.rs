@@ -105,9 +105,9 @@ async fn follow_run(mut out: std::fs::File, mut follow: Follow) {
 mod tests {
     use super::*;
     use crate::runtime::logs::DEFAULT_MAX_BYTES;
-    use tank_api::log_record::{record_text, Stream};
     use std::io::Read;
     use std::time::Duration;
+    use tank_api::log_record::{record_text, Stream};
 
     /// Everything the pipe delivers until its writer lets go.
     async fn read_all(fd: OwnedFd) -> Vec<String> {

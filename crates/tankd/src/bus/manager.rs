@@ -18,14 +18,14 @@ use zbus::zvariant::OwnedObjectPath;
 use super::auth::{Authorizer, Request, Verb};
 use super::error::BusError;
 use super::images::{images_in_use, in_use_set, list_row};
-use tank_api::bus::path::pod_path;
 use super::pod::{container_detail, redacted, PodObjects};
 use super::text::BusText;
 use crate::image::Images;
 use crate::runtime::manager::Runtime;
+use crate::store::{PodRecord, Store};
+use tank_api::bus::path::pod_path;
 use tank_api::spec::Pod;
 use tank_api::status::{Observed, Phase, PodDocument, PodStatus};
-use crate::store::{PodRecord, Store};
 
 pub struct Manager {
     store: Arc<Store>,

@@ -17,12 +17,11 @@ use zbus::object_server::InterfaceRef;
 use zbus::Connection;
 
 use super::error::BusError;
-use tank_api::bus::path::pod_path;
 use super::text::BusText;
-use tank_api::status::{Phase, PodStatus};
-use tank_api::spec::Pod;
 use crate::store::{PodRecord, Store};
-
+use tank_api::bus::path::pod_path;
+use tank_api::spec::Pod;
+use tank_api::status::{Phase, PodStatus};
 
 /// What one pod object shows.
 pub struct PodObject {
@@ -94,6 +93,23 @@ impl PodObject {
     #[zbus(property)]
     fn updated_timestamp(&self) -> u64 {
         self.record.updated_ms * 1000
+    }
+}
+
+/// The exported pod objects show what the reconcile loop observes.
+impl crate::reconcile::effects::StatusPublisher for PodObjects {
+    type Error = BusError;
+
+    fn hold(&self, pod: &str) {
+        PodObjects::hold(self, pod);
+    }
+
+    async fn set_status(&self, pod: &str, status: &PodStatus) -> Result<(), BusError> {
+        PodObjects::set_status(self, pod, status).await
+    }
+
+    async fn release(&self, pod: &str, store: &Store) -> Result<(), BusError> {
+        PodObjects::release(self, pod, store).await
     }
 }
 

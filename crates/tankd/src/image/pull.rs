@@ -10,7 +10,7 @@
 //! [`MAX_MANIFEST_BYTES`], and the content store verifies every digest.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use futures_util::StreamExt;
@@ -23,7 +23,17 @@ use super::digest::Digest;
 use super::error::ImageError;
 use super::manifest::{self, Descriptor, Manifest, Parsed};
 use super::platform::Platform;
-use crate::config::RegistriesConfig;
+
+/// `[registries]` of `tankd.toml`: how tankd talks to image registries.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistriesConfig {
+    /// `host:port` of registries reached over plain HTTP (exact match);
+    /// every other registry is HTTPS.
+    pub insecure: Vec<String>,
+    /// A docker-style auth file (`{"auths": {"host": {"auth": base64(user:pass)}}}`).
+    pub auth_file: Option<PathBuf>,
+}
 
 /// The most a manifest or index may have (containerd's limit too). A
 /// manifest fetched by tag has no descriptor to bound it; oci-client

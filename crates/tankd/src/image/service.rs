@@ -26,10 +26,10 @@ use super::index::{ImageIndex, ImageRecord, LayerRecord};
 use super::layers::LayerStore;
 use super::manifest::{Descriptor, Manifest};
 use super::platform::Platform;
+use super::pull::RegistriesConfig;
 use super::pull::{Puller, Resolved};
 use super::reference;
 use super::runconfig::ImageConfig;
-use crate::config::RegistriesConfig;
 
 /// How far a layer download is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,14 +7,16 @@
 //! obtained from the master with `TIOCGPTPEER` (no path lookup that the
 //! container could redirect). Also the host-side check that an fd passed
 //! back really is a PTY master.
-#![allow(unsafe_code)]
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::{fstat, major, minor, Mode, SFlag};
 use nix::sys::statfs::fstatfs;
+use rustix::fs::OFlags;
+use rustix::pty::OpenptFlags;
+use rustix::termios::Winsize;
 
 /// The ptmx node of a devpts instance.
 const PTMX: &str = "/dev/pts/ptmx";
@@ -39,89 +41,57 @@ pub fn open_pty(rows: u16, cols: u16) -> Result<(OwnedFd, OwnedFd), String> {
         return Err(format!("open {PTMX}: not on a devpts filesystem"));
     }
     unlock(master.as_fd()).map_err(|e| failed("unlock", e))?;
-    // SAFETY: TIOCGPTPEER takes open flags by value and returns a new fd.
-    let slave = unsafe {
-        libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    if slave < 0 {
-        return Err(failed("open the slave of", Errno::last()));
-    }
-    // SAFETY: the ioctl just returned this new descriptor; we own it.
-    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    let slave = rustix::pty::ioctl_tiocgptpeer(&master, peer_flags())
+        .map_err(|e| failed("open the slave of", errno(e)))?;
     set_size(master.as_fd(), rows, cols).map_err(|e| failed("set the size of", e))?;
     Ok((master, slave))
 }
 
+/// `TIOCGPTPEER`'s flags: read-write, never a controlling terminal,
+/// close-on-exec.
+fn peer_flags() -> OpenptFlags {
+    OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC
+}
+
+fn errno(e: rustix::io::Errno) -> Errno {
+    Errno::from_raw(e.raw_os_error())
+}
+
 /// `TIOCSPTLCK 0` (`unlockpt`): the slave may be opened.
 pub fn unlock(master: BorrowedFd<'_>) -> Result<(), Errno> {
-    let unlock: libc::c_int = 0;
-    // SAFETY: TIOCSPTLCK reads one int from the pointer, valid for the call.
-    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
-        return Err(Errno::last());
-    }
-    Ok(())
+    rustix::pty::unlockpt(master).map_err(errno)
 }
 
 /// `TIOCSWINSZ`.
 pub fn set_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> Result<(), Errno> {
-    let size = libc::winsize {
+    let size = Winsize {
         ws_row: rows,
         ws_col: cols,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };
-    // SAFETY: TIOCSWINSZ reads a winsize from the pointer, valid for the call.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
-        return Err(Errno::last());
-    }
-    Ok(())
+    rustix::termios::tcsetwinsize(fd, size).map_err(errno)
 }
 
 /// `TIOCGWINSZ`: `(rows, cols)`.
 pub fn get_size(fd: BorrowedFd<'_>) -> Result<(u16, u16), Errno> {
-    let mut size = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes a winsize to the pointer, valid for the call.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) } < 0 {
-        return Err(Errno::last());
-    }
+    let size = rustix::termios::tcgetwinsize(fd).map_err(errno)?;
     Ok((size.ws_row, size.ws_col))
 }
 
 /// Makes the tty `fd` the controlling terminal of the calling session
 /// leader (`TIOCSCTTY`).
 pub fn make_controlling(fd: BorrowedFd<'_>) -> Result<(), Errno> {
-    // SAFETY: TIOCSCTTY takes an int argument by value.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
-        return Err(Errno::last());
-    }
-    Ok(())
+    rustix::process::ioctl_tiocsctty(fd).map_err(errno)
 }
 
 /// A new fd for the slave of `master` (`TIOCGPTPEER`, non-blocking, never a
 /// controlling terminal).
 pub fn open_slave(master: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
-    // SAFETY: TIOCGPTPEER takes open flags by value and returns a new fd.
-    let fd = unsafe {
-        libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK,
-        )
-    };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: the ioctl just returned this new descriptor; we own it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let slave = rustix::pty::ioctl_tiocgptpeer(master, peer_flags()).map_err(errno)?;
+    let flags = rustix::fs::fcntl_getfl(&slave).map_err(errno)?;
+    rustix::fs::fcntl_setfl(&slave, flags | OFlags::NONBLOCK).map_err(errno)?;
+    Ok(slave)
 }
 
 /// Ok if `fd` is the master side of a PTY (the ptmx device, 5:2, with a
@@ -132,17 +102,38 @@ pub fn check_master(fd: &OwnedFd) -> Result<(), String> {
     if !is_char || major(st.st_rdev) != 5 || minor(st.st_rdev) != 2 {
         return Err("not the ptmx device".to_owned());
     }
-    let mut number: libc::c_uint = 0;
-    // SAFETY: TIOCGPTN writes one unsigned int to the pointer.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGPTN, &mut number) } < 0 {
-        return Err(Errno::last().to_string());
-    }
+    // TIOCGPTN: only a master has a PTY number.
+    rustix::pty::ptsname(fd, Vec::new()).map_err(|e| errno(e).to_string())?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slave_is_non_blocking_and_close_on_exec() {
+        let master = nix::fcntl::open(
+            "/dev/ptmx",
+            OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        unlock(master.as_fd()).unwrap();
+        let slave = open_slave(master.as_fd()).unwrap();
+        let fl = OFlag::from_bits_truncate(
+            nix::fcntl::fcntl(&slave, nix::fcntl::FcntlArg::F_GETFL).unwrap(),
+        );
+        assert!(fl.contains(OFlag::O_NONBLOCK) && fl.contains(OFlag::O_RDWR));
+        let fd = nix::fcntl::fcntl(&slave, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(fd & libc::FD_CLOEXEC, 0);
+        let mut buf = [0u8; 8];
+        assert_eq!(
+            nix::unistd::read(&slave, &mut buf),
+            Err(Errno::EAGAIN),
+            "an empty non-blocking slave"
+        );
+    }
 
     #[test]
     fn a_host_pty_master_passes_and_other_fds_do_not() {

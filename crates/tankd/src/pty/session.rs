@@ -40,8 +40,6 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use super::ring::Ring;
-use crate::runtime::logs::LogSink;
-use tank_api::log_record::Stream;
 use tank_api::exit::ExitStatus;
 
 /// Output kept (and replayed) while nobody is attached.
@@ -79,13 +77,22 @@ pub struct ClientEnds {
     pub status: OwnedFd,
 }
 
+/// Where a main process's terminal output goes while nobody is attached:
+/// the container's log (the runtime's `LogSink` implements it; this module
+/// knows no more of logs than this).
+pub trait TerminalLog: Send + Sync {
+    /// One line of terminal output (without its end of line); `partial`:
+    /// a piece of a line too long for one record, more follows.
+    fn line(&self, text: &[u8], partial: bool);
+}
+
 /// A process's terminal and its lease.
 pub struct Session {
     /// `pod/container` (and what runs), for log messages.
     label: String,
     master: Option<Arc<OwnedFd>>,
     /// The container log, for a container's main process.
-    sink: Option<Arc<LogSink>>,
+    sink: Option<Arc<dyn TerminalLog>>,
     ring: Mutex<Ring>,
     /// An incomplete output line waiting for its end (log only).
     line: Mutex<Vec<u8>>,
@@ -117,7 +124,11 @@ struct Drain {
 }
 
 impl Session {
-    fn new(label: String, master: Option<OwnedFd>, sink: Option<Arc<LogSink>>) -> Arc<Session> {
+    fn new(
+        label: String,
+        master: Option<OwnedFd>,
+        sink: Option<Arc<dyn TerminalLog>>,
+    ) -> Arc<Session> {
         Arc::new(Session {
             label,
             master: master.map(Arc::new),
@@ -134,7 +145,7 @@ impl Session {
     pub fn detached(
         label: String,
         master: OwnedFd,
-        sink: Option<Arc<LogSink>>,
+        sink: Option<Arc<dyn TerminalLog>>,
     ) -> Result<Arc<Session>, SessionError> {
         let session = Session::new(label, Some(master), sink);
         {
@@ -356,7 +367,7 @@ impl Session {
         self.hung_up.store(true, Ordering::SeqCst);
         let rest = std::mem::take(&mut *self.line.lock().unwrap_or_else(|e| e.into_inner()));
         if let (Some(sink), false) = (&self.sink, rest.is_empty()) {
-            sink.write(Stream::Stdout, &rest, false);
+            sink.line(&rest, false);
         }
         log::debug!("{}: terminal closed", self.label);
     }
@@ -375,13 +386,13 @@ impl Session {
             if let Some(text) = chunk.strip_suffix(b"\n") {
                 line.extend_from_slice(text);
                 let text = line.strip_suffix(b"\r").unwrap_or(&line);
-                sink.write(Stream::Stdout, text, false);
+                sink.line(text, false);
                 line.clear();
             } else {
                 line.extend_from_slice(chunk);
                 while line.len() >= MAX_LOG_LINE {
                     let rest = line.split_off(MAX_LOG_LINE);
-                    sink.write(Stream::Stdout, &line, true);
+                    sink.line(&line, true);
                     *line = rest;
                 }
             }

@@ -3,8 +3,9 @@
 //! [`Effects`] is every action the loop takes outside itself: images,
 //! sandboxes, containers, drift repair, publishing status (the bus and the
 //! checkpoint file) and adoption after a restart. [`TankEffects`] is the
-//! real one over [`Runtime`], [`Images`] and [`PodObjects`]; unit tests of
-//! the driver use a recording double. This module decides nothing: the
+//! real one over [`Runtime`], [`Images`] and a [`StatusPublisher`] (the
+//! bus's pod objects implement it: the loop knows nothing of D-Bus); unit
+//! tests of the driver use a recording double. This module decides nothing: the
 //! machine ([`super::machine`]) decides, the driver calls these.
 //!
 //! Every method that can block (file I/O, cgroup writes) does it off the
@@ -17,16 +18,15 @@ use std::time::{Duration, SystemTime};
 
 use super::checkpoint::{Checkpoint, Checkpoints};
 use super::policy::ExitKind;
-use tank_api::status::PodStatus;
-use crate::bus::pod::PodObjects;
 use crate::image::runconfig::{merge, ImageConfig};
 use crate::image::Images;
 use crate::runtime::manager::{
     RootfsSource, Runtime, RuntimeError, RuntimeEvent, Sandbox, Started,
 };
+use crate::store::Store;
 use tank_api::exit::ExitStatus;
 use tank_api::spec::{Image, Pod, StopSignal};
-use crate::store::Store;
+use tank_api::status::PodStatus;
 
 /// An image made ready for a container: its root filesystem and config.
 #[derive(Debug, Clone)]
@@ -162,22 +162,45 @@ pub trait Effects: Send + Sync + 'static {
     fn remove_leftovers(&self, keep: &[String]) -> impl Future<Output = ()> + Send;
 }
 
-/// The real effects.
-pub struct TankEffects {
+/// Where the observed status of pods is shown: the pod objects on the bus
+/// (`bus::pod::PodObjects`), wired in by the daemon.
+pub trait StatusPublisher: Send + Sync + 'static {
+    type Error: std::fmt::Display + Send;
+    /// The reconciler has `pod` on the machine: its object outlives a
+    /// delete from the store until [`StatusPublisher::release`].
+    fn hold(&self, pod: &str);
+    /// Shows `status` as the pod's observed status (a pod that is not
+    /// shown, e.g. deleted, is ignored).
+    fn set_status(
+        &self,
+        pod: &str,
+        status: &PodStatus,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// The reconciler is done with `pod`: its object goes unless the pod
+    /// is declared (again) in `store`.
+    fn release(
+        &self,
+        pod: &str,
+        store: &Store,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// The real effects; `P` shows the pods' status.
+pub struct TankEffects<P> {
     pub store: Arc<Store>,
     pub images: Arc<Images>,
     pub runtime: Arc<Runtime>,
-    pub objects: Arc<PodObjects>,
+    pub objects: Arc<P>,
     pub checkpoints: Arc<Checkpoints>,
 }
 
-impl TankEffects {
+impl<P: StatusPublisher> TankEffects<P> {
     pub fn new(
         store: Arc<Store>,
         images: Arc<Images>,
         runtime: Arc<Runtime>,
-        objects: Arc<PodObjects>,
-    ) -> TankEffects {
+        objects: Arc<P>,
+    ) -> TankEffects<P> {
         TankEffects {
             checkpoints: Arc::new(Checkpoints::new(runtime.run_dir())),
             store,
@@ -188,7 +211,7 @@ impl TankEffects {
     }
 }
 
-impl Effects for TankEffects {
+impl<P: StatusPublisher> Effects for TankEffects<P> {
     fn hold(&self, pod: &str) {
         self.objects.hold(pod);
     }

@@ -24,10 +24,10 @@ use tokio::time::Instant;
 use super::checkpoint::Checkpoint;
 use super::effects::{Exit, ImageReady, StartError};
 use super::policy::{self, ContainerPhase, ExitKind, Phase, ReconcileConfig};
-use tank_api::status::{timestamp, ContainerState, PodStatus};
 use crate::runtime::manager::{Sandbox, Started};
-use tank_api::spec::{Image, Pod, StopSignal};
 use crate::store::PodRecord;
+use tank_api::spec::{Image, Pod, StopSignal};
+use tank_api::status::{timestamp, ContainerState, PodStatus};
 
 /// What the driver is told to do.
 #[derive(Debug, Clone)]

@@ -14,9 +14,9 @@ use tokio::time::Instant;
 use super::*;
 use crate::net::etc::PodEtc;
 use crate::runtime::manager::{RootfsSource, Sandbox, Started};
+use effects::{ImageReady, StartError};
 use tank_api::exit::ExitStatus;
 use tank_api::spec::{Image, Pod};
-use effects::{ImageReady, StartError};
 
 /// What the loop asked of the world, and when (since the test began).
 #[derive(Debug, Clone, PartialEq)]

@@ -10,7 +10,9 @@
 //! about each running container for exec and attach: the context its
 //! PID 1 was started with (for an adopted container, the one its run
 //! record kept: [`super::record`]) and, for a `tty: true` container, the
-//! [`Session`] of its PTY. It never decides whether a container runs.
+//! [`Session`] of its PTY. It never decides whether a container runs,
+//! and knows nothing of the runtime manager: the manager hands it an
+//! [`ExecTarget`] ([`super::manager::Runtime::exec`]).
 //!
 //! No fork of the multi-threaded daemon: the clone happens on a thread
 //! made for it, which first `setns(CLONE_NEWPID)`s into the container
@@ -26,13 +28,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::cgroup::ContainerCgroup;
 use super::logs::LogSink;
-use super::manager::Runtime;
 use super::plan::{ExecPlan, InitPlan};
-use super::spawn::{self, Prepared, SpawnError, Stage, Stdio};
-use tank_api::exit::ExitStatus;
-use crate::pty::session::ClientEnds;
+use super::seccomp::SeccompProgram;
+use super::spawn::{self, Prepared, SpawnError, Spawner, Stage, Stdio};
+use crate::pty::session::{ClientEnds, TerminalLog};
 use crate::pty::{Session, SessionError};
+use tank_api::exit::ExitStatus;
 
 /// How long an exec may take to reach its `execve`.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -105,6 +108,15 @@ impl ExecContext {
     }
 }
 
+/// What an exec joins: a running container's PID 1, its cgroup, and the
+/// seccomp filter its processes run under (`None`: unconfined).
+pub struct ExecTarget {
+    pub pid: u32,
+    pub pidfd: Arc<OwnedFd>,
+    pub cgroup: Arc<ContainerCgroup>,
+    pub seccomp: Option<SeccompProgram>,
+}
+
 /// An exec as asked for.
 #[derive(Debug, Default)]
 pub struct ExecRequest {
@@ -149,6 +161,7 @@ impl Consoles {
     ) {
         let main = pty.and_then(|master| {
             let label = format!("{}/{} (pid {pid})", plan.pod, plan.container);
+            let sink = sink.map(|s| s as Arc<dyn TerminalLog>);
             Session::detached(label, master, sink)
                 .map_err(|e| log::error!("{}/{}: terminal: {e}", plan.pod, plan.container))
                 .ok()
@@ -249,14 +262,16 @@ fn validate(request: &ExecRequest) -> Result<(), ExecError> {
     Ok(())
 }
 
-/// Starts `request` in the running container `pod`/`container`. Returns
-/// the client's ends (the PTY master, or `/dev/null` without a tty, and
-/// the status socket) once the command is exec'd; its exit is delivered on
-/// the status socket.
+/// Starts `request` in the running container `pod`/`container` (`target`;
+/// `None`: it does not run) with the tankd binary of `spawner`, in the exec
+/// context `consoles` knows. Returns the client's ends (the PTY master, or
+/// `/dev/null` without a tty, and the status socket) once the command is
+/// exec'd; its exit is delivered on the status socket.
 pub async fn exec(
-    runtime: &Runtime,
-    pod: &str,
-    container: &str,
+    spawner: &Spawner,
+    consoles: &Consoles,
+    target: Option<ExecTarget>,
+    (pod, container): (&str, &str),
     request: ExecRequest,
 ) -> Result<ClientEnds, ExecError> {
     validate(&request)?;
@@ -264,15 +279,13 @@ pub async fn exec(
         pod: pod.to_owned(),
         container: container.to_owned(),
     };
-    let super::manager::ExecTarget {
+    let ExecTarget {
         pid,
         pidfd,
         cgroup,
         seccomp,
-    } = runtime
-        .exec_target(pod, container)
-        .ok_or_else(not_running)?;
-    let context = match runtime.consoles().context(pod, container) {
+    } = target.ok_or_else(not_running)?;
+    let context = match consoles.context(pod, container) {
         Some((context_pid, context)) if context_pid == pid => context,
         Some(_) => return Err(not_running()),
         // Adopted with a record of an older tankd (warned at adoption).
@@ -322,12 +335,7 @@ pub async fn exec(
         what: "duplicating the container's pidfd",
         source,
     })?;
-    let (prepared, sync) = Prepared::new(
-        runtime.spawner().exe(),
-        &json,
-        stdio,
-        Stage::Exec(container_fd),
-    )?;
+    let (prepared, sync) = Prepared::new(spawner.exe(), &json, stdio, Stage::Exec(container_fd))?;
 
     // The clone, on a thread of its own (see the module doc).
     let pid_ns = pidfd.try_clone().map_err(|source| SpawnError::Host {

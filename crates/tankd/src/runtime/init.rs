@@ -4,9 +4,9 @@
 //! container around itself and `execve`s the workload, which becomes the
 //! container's PID 1.
 //!
-//! Inherited fds: 0, 1, 2 the container's stdio, 3 the [`InitPlan`] (JSON in
-//! a sealed memfd), 4 the sync socket (`SOCK_SEQPACKET`, one JSON
-//! [`SyncMessage`] per packet). The steps, in order (DESIGN §6):
+//! Inherited fds (the protocol is [`super::channel`]'s): 0, 1, 2 the
+//! container's stdio, 3 the [`InitPlan`] (JSON in a sealed memfd), 4 the
+//! sync socket. The steps, in order (DESIGN §6):
 //! 1. read the plan; join the pod netns if any (`None` = network "host");
 //! 2. send `Ready` and wait for `Go` (tankd puts us in our cgroup meanwhile);
 //! 3. `unshare(CLONE_NEWCGROUP)` (so the cgroup ns root is our own cgroup);
@@ -37,8 +37,7 @@ mod mounts;
 use std::convert::Infallible;
 use std::ffi::{CString, OsStr};
 use std::fmt::Display;
-use std::io::Read;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -46,25 +45,14 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sched::CloneFlags;
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
-use nix::sys::socket::{recv, send, MsgFlags};
 use nix::sys::stat::Mode;
 
-use super::plan::{InitPlan, SyncMessage};
-
-/// argv[1] that makes tankd run the init stage instead of the daemon.
-pub const INIT_ARG: &str = "--tank-init";
-
-/// The fd the plan arrives on.
-pub(crate) const PLAN_FD: RawFd = 3;
-/// The fd of the sync socket.
-pub(crate) const SYNC_FD: RawFd = 4;
+use super::channel::{self, StageKind, SyncMessage, SYNC_FD};
+use super::plan::InitPlan;
 
 /// The `PATH` used for the `argv[0]` lookup when the environment has none.
 pub(crate) const DEFAULT_PATH: &str =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The largest plan accepted.
-const MAX_PLAN: u64 = 16 << 20;
 
 /// An init step failed: the message sent to tankd.
 type Step<T> = Result<T, String>;
@@ -82,17 +70,19 @@ pub(crate) fn errno_text(errno: Errno) -> String {
 /// The init stage. Never returns: it `execve`s the workload or exits 1
 /// after reporting why.
 pub fn main() -> ! {
-    stage_main(c"tank-init", INIT_ARG, run)
+    stage_main(StageKind::Init, run)
 }
 
 /// The frame of a stage (init, exec): name, sync socket check, `run`,
 /// and the report of its failure.
-fn stage_main(name: &std::ffi::CStr, arg: &str, run: fn(BorrowedFd<'_>) -> Step<Infallible>) -> ! {
+fn stage_main(kind: StageKind, run: fn(BorrowedFd<'_>) -> Step<Infallible>) -> ! {
     // execveat(AT_EMPTY_PATH) named us after the fd number ("10"): show
     // what we are in ps until the workload's exec renames us.
-    let _ = nix::sys::prctl::set_name(name);
-    // SAFETY: fd 4 was set up by spawn for this process; it stays open for
-    // the whole of main (it is only ever closed by the final execve).
+    let _ = nix::sys::prctl::set_name(kind.name());
+    let arg = kind.arg().to_string_lossy();
+    // SAFETY: SYNC_FD was set up by spawn for this process; it stays open
+    // for the whole of main (it is only ever closed by the final execve);
+    // F_SETFD below fails harmlessly if it is not open.
     let sync = unsafe { BorrowedFd::borrow_raw(SYNC_FD) };
     if fcntl(sync, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).is_err() {
         // Not started by tankd's spawn: nobody to report to.
@@ -111,7 +101,7 @@ fn stage_main(name: &std::ffi::CStr, arg: &str, run: fn(BorrowedFd<'_>) -> Step<
             format!("init stage panicked: {what}")
         }
     };
-    let _ = send_message(sync, &SyncMessage::Error(message));
+    let _ = channel::send(sync, &SyncMessage::Error(message));
     std::process::exit(1)
 }
 
@@ -135,12 +125,7 @@ fn run(sync: BorrowedFd<'_>) -> Step<Infallible> {
     }
 
     // The ready checkpoint.
-    send_message(sync, &SyncMessage::Ready).map_err(|e| failed("sync", "ready", e))?;
-    match recv_message(sync)? {
-        Some(SyncMessage::Go) => {}
-        Some(other) => return Err(format!("sync: expected go, got {other:?}")),
-        None => return Err("sync: tankd closed the sync socket before go".into()),
-    }
+    channel::stage_checkpoint(sync).map_err(|e| e.to_string())?;
 
     // tankd has put us in our cgroup: that becomes the root of our view.
     nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP)
@@ -200,83 +185,12 @@ fn console(sync: BorrowedFd<'_>, uid: u32, (rows, cols): (u16, u16)) -> Step<()>
     // SAFETY: fd 0 is the slave, open for the rest of this process.
     crate::pty::alloc::make_controlling(unsafe { BorrowedFd::borrow_raw(0) })
         .map_err(|e| failed("TIOCSCTTY", "the pty slave", e))?;
-    send_console(sync, &master).map_err(|e| failed("sync", "console", e))
+    channel::send_console(sync, master.as_fd()).map_err(|e| failed("sync", "console", e))
 }
 
-/// `Console` with `master` attached (`SCM_RIGHTS`).
-fn send_console(sync: BorrowedFd<'_>, master: &OwnedFd) -> Result<(), Errno> {
-    use nix::sys::socket::{sendmsg, ControlMessage};
-    let data = serde_json::to_vec(&SyncMessage::Console).map_err(|_| Errno::EINVAL)?;
-    let fds = [master.as_raw_fd()];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    let iov = [std::io::IoSlice::new(&data)];
-    loop {
-        match sendmsg::<()>(sync.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None) {
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e),
-            Ok(_) => return Ok(()),
-        }
-    }
-}
-
-/// The plan from fd 3 (closed afterwards).
+/// The stage's plan (see [`channel::read_plan`]).
 fn read_plan<T: serde::de::DeserializeOwned>() -> Step<T> {
-    // SAFETY: spawn handed us fd 3 for the plan; nothing else in this
-    // process owns it (std never touches fds above 2).
-    let fd = unsafe { BorrowedFd::borrow_raw(PLAN_FD) };
-    fcntl(fd, FcntlArg::F_GETFD).map_err(|e| failed("read plan", "fd 3", e))?;
-    // SAFETY: checked open just above; ownership moves here, once.
-    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(PLAN_FD) });
-    let mut data = Vec::new();
-    file.take(MAX_PLAN + 1)
-        .read_to_end(&mut data)
-        .map_err(|e| format!("read plan: {e}"))?;
-    if data.len() as u64 > MAX_PLAN {
-        return Err(format!("read plan: larger than {MAX_PLAN} bytes"));
-    }
-    serde_json::from_slice(&data).map_err(|e| format!("decode plan: {e}"))
-}
-
-fn send_message(sync: BorrowedFd<'_>, message: &SyncMessage) -> Result<(), Errno> {
-    let mut data = serde_json::to_vec(message).map_err(|_| Errno::EINVAL)?;
-    if data.len() > super::spawn::MAX_SYNC_MESSAGE {
-        // Only an error message can be long: cut it (at a char boundary).
-        let SyncMessage::Error(text) = message else {
-            return Err(Errno::EMSGSIZE);
-        };
-        let mut cut = super::spawn::MAX_SYNC_MESSAGE / 2;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let short = SyncMessage::Error(format!("{}…", &text[..cut]));
-        data = serde_json::to_vec(&short).map_err(|_| Errno::EINVAL)?;
-    }
-    loop {
-        match send(sync.as_raw_fd(), &data, MsgFlags::MSG_NOSIGNAL) {
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e),
-            Ok(_) => return Ok(()),
-        }
-    }
-}
-
-/// One message, or `None` at EOF.
-fn recv_message(sync: BorrowedFd<'_>) -> Step<Option<SyncMessage>> {
-    let mut buf = vec![0u8; super::spawn::MAX_SYNC_MESSAGE];
-    let n = loop {
-        match recv(sync.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-            Err(Errno::EINTR) => continue,
-            Err(Errno::ECONNRESET) => break 0,
-            Err(e) => return Err(failed("sync", "recv", e)),
-            Ok(n) => break n,
-        }
-    };
-    if n == 0 {
-        return Ok(None);
-    }
-    serde_json::from_slice(&buf[..n])
-        .map(Some)
-        .map_err(|e| format!("sync: undecodable message: {e}"))
+    channel::read_plan().map_err(|e| e.to_string())
 }
 
 /// The workload's environment: the plan's, plus `HOME` from the user's

@@ -280,6 +280,13 @@ fn rotated_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// A `tty: true` container's terminal output: stdout records.
+impl crate::pty::session::TerminalLog for LogSink {
+    fn line(&self, text: &[u8], partial: bool) {
+        self.write(Stream::Stdout, text, partial);
+    }
+}
+
 /// The last `tail` records (0 = all) of the log at `path`, rotated part
 /// first. Blocking.
 pub fn read_records(path: &Path, tail: usize) -> Vec<String> {

@@ -28,9 +28,8 @@ use nix::sys::signal::Signal;
 use tokio::sync::{broadcast, watch};
 
 use super::cgroup::{CgroupConfig, Cgroups, ContainerCgroup};
-use super::exec::ExecContext;
+use super::exec::{ExecContext, ExecError, ExecRequest, ExecTarget};
 use super::logs::{self, LogRun, LogSink};
-use tank_api::log_record::Stream;
 use super::plan::{
     BindMount, InitPlan, RootfsPlan, DEFAULT_CAPABILITIES, DEFAULT_MASKED_PATHS,
     DEFAULT_READONLY_PATHS,
@@ -38,13 +37,14 @@ use super::plan::{
 use super::record::{ContainerRecord, RunDir};
 use super::seccomp::{SeccompError, SeccompProgram};
 use super::spawn::{self, Spawner, Stdio};
-use tank_api::exit::ExitStatus;
 use super::volumes::{VolumeError, Volumes};
 use crate::image::runconfig::RunConfig;
 use crate::net::etc::{write_pod_etc, PodEtc, Resolv};
 use crate::net::host::Host;
 use crate::net::macvlan::{configure_nics, observe_nics};
 use crate::net::netns::NetnsDir;
+use tank_api::exit::ExitStatus;
+use tank_api::log_record::Stream;
 use tank_api::spec::{Container, Network, Pod, Seccomp, StopSignal, VolumeSource};
 
 #[derive(Debug, thiserror::Error)]
@@ -158,15 +158,6 @@ pub struct Runtime {
     consoles: super::exec::Consoles,
     /// The compiled `runtime/default` seccomp filter.
     seccomp: SeccompProgram,
-}
-
-/// What an exec joins: a running container's PID 1, its cgroup, and the
-/// seccomp filter its processes run under (`None`: unconfined).
-pub struct ExecTarget {
-    pub pid: u32,
-    pub pidfd: Arc<OwnedFd>,
-    pub cgroup: Arc<ContainerCgroup>,
-    pub seccomp: Option<SeccompProgram>,
 }
 
 impl Runtime {
@@ -924,6 +915,25 @@ impl Runtime {
             Seccomp::RuntimeDefault => Some(self.seccomp.clone()),
             Seccomp::Unconfined => None,
         }
+    }
+
+    /// Starts `request` in the running container `pod`/`container` (see
+    /// [`super::exec::exec`]).
+    pub async fn exec(
+        &self,
+        pod: &str,
+        container: &str,
+        request: ExecRequest,
+    ) -> Result<crate::pty::session::ClientEnds, ExecError> {
+        let target = self.exec_target(pod, container);
+        super::exec::exec(
+            &self.spawner,
+            &self.consoles,
+            target,
+            (pod, container),
+            request,
+        )
+        .await
     }
 
     /// Exec contexts and terminals of the running containers.

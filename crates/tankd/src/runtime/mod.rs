@@ -8,6 +8,7 @@
 //! what it is told to.
 
 pub mod cgroup;
+pub mod channel;
 pub mod exec;
 pub mod init;
 pub mod logs;

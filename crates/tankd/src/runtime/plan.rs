@@ -74,7 +74,7 @@ pub struct InitPlan {
     pub capabilities: Vec<String>,
     /// Run the workload on a PTY allocated in the container's own devpts:
     /// its slave becomes fds 0, 1, 2 and the controlling terminal, its
-    /// master goes to tankd ([`SyncMessage::Console`]).
+    /// master goes to tankd ([`SyncMessage::Console`](super::channel::SyncMessage::Console)).
     #[serde(default)]
     pub tty: bool,
     /// The seccomp filter the stage loads as its last step before `execve`
@@ -161,7 +161,7 @@ pub struct ExecPlan {
     /// The container's capabilities (as [`InitPlan::capabilities`]).
     pub capabilities: Vec<String>,
     /// Allocate a PTY in the container's devpts as the controlling
-    /// terminal; the master goes to tankd ([`SyncMessage::Console`]).
+    /// terminal; the master goes to tankd ([`SyncMessage::Console`](super::channel::SyncMessage::Console)).
     pub tty: bool,
     /// The PTY's initial window size (rows, columns), so that the process
     /// sees the client's size from its first instruction.
@@ -212,19 +212,3 @@ pub const DEFAULT_READONLY_PATHS: &[&str] = &[
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
-
-/// Messages of the sync socket between tankd and the init stage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SyncMessage {
-    /// init → tankd: namespaces joined, waiting at the checkpoint.
-    Ready,
-    /// tankd → init: placed in its cgroup; go on.
-    Go,
-    /// init → tankd, after `Go` and only for a tty plan: the PTY master
-    /// travels with this message (`SCM_RIGHTS`).
-    Console,
-    /// init → tankd: a step failed (`mount /var/lib/app: ENOENT`); init
-    /// exits after sending it.
-    Error(String),
-}

@@ -2,7 +2,7 @@
 //! [`crate::runtime::exec`] as a child already in the container's PID
 //! namespace, to become a second process of a running container.
 //!
-//! Inherited fds: 0, 1, 2 the process's stdio (the client's own fds for a
+//! Inherited fds ([`crate::runtime::channel`]): 0, 1, 2 the process's stdio (the client's own fds for a
 //! non-tty exec, `/dev/null` until the PTY exists for a tty one), 3 the
 //! [`ExecPlan`], 4 the sync socket, 5 a pidfd of the container's PID 1.
 //! Steps:
@@ -24,7 +24,7 @@
 //! Failures are reported like the init stage's (`Error(...)`, exit 1).
 
 use std::convert::Infallible;
-use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::fcntl::{fcntl, FcntlArg};
@@ -32,20 +32,14 @@ use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
 
 use super::{
-    console, creds, environment, exec, failed, read_plan, recv_message, resolve_program,
-    send_message, stage_main, Step,
+    console, creds, environment, exec, failed, read_plan, resolve_program, stage_main, Step,
 };
-use crate::runtime::plan::{ExecPlan, SyncMessage};
-
-/// argv[1] that makes tankd run the exec stage.
-pub const EXEC_ARG: &str = "--tank-exec";
-
-/// The fd of the container's pidfd.
-pub(crate) const CONTAINER_FD: RawFd = 5;
+use crate::runtime::channel::{self, StageKind, CONTAINER_FD};
+use crate::runtime::plan::ExecPlan;
 
 /// The exec stage. Never returns.
 pub fn main() -> ! {
-    stage_main(c"tank-exec", EXEC_ARG, run)
+    stage_main(StageKind::Exec, run)
 }
 
 fn run(sync: BorrowedFd<'_>) -> Step<Infallible> {
@@ -62,12 +56,7 @@ fn run(sync: BorrowedFd<'_>) -> Step<Infallible> {
     let plan: ExecPlan = read_plan()?;
     let keep = creds::capability_set(&plan.capabilities)?;
 
-    send_message(sync, &SyncMessage::Ready).map_err(|e| failed("sync", "ready", e))?;
-    match recv_message(sync)? {
-        Some(SyncMessage::Go) => {}
-        Some(other) => return Err(format!("sync: expected go, got {other:?}")),
-        None => return Err("sync: tankd closed the sync socket before go".into()),
-    }
+    channel::stage_checkpoint(sync).map_err(|e| e.to_string())?;
 
     // Atomically, through the pidfd: no pid reuse race. Our root and cwd
     // become the container's root.

@@ -42,7 +42,7 @@ fn errno_of(result: libc::c_long, closes_fd: bool) -> i32 {
 fn probes() -> Vec<(&'static str, i32)> {
     use libc::{c_long, syscall};
     let null = std::ptr::null::<libc::c_void>();
-    // SAFETY (all of them): raw system calls with integer arguments and
+    // SAFETY: (all of them) raw system calls with integer arguments and
     // NULL or valid NUL-terminated string pointers; none writes memory.
     unsafe {
         vec![
