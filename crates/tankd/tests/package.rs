@@ -39,9 +39,20 @@ fn run(cmd: &mut Command) -> String {
 /// fresh) and returns its path.
 fn build_deb() -> PathBuf {
     let root = workspace_root();
-    let stdout = run(Command::new("bash")
-        .arg(root.join("packaging/build-deb.sh"))
-        .current_dir(&root));
+    let mut cmd = Command::new("bash");
+    cmd.arg(root.join("packaging/build-deb.sh"))
+        .current_dir(&root);
+    // What `cargo test` sets for this test binary (CARGO_MANIFEST_DIR, the
+    // package's CARGO_PKG_*, ...) must not reach the release build: ring's
+    // build script tracks CARGO_MANIFEST_DIR, and a different value would
+    // rebuild the release binaries here and again for the next run.sh.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_") && name != "CARGO_HOME" && name != "CARGO_TARGET_DIR" {
+            cmd.env_remove(&*name);
+        }
+    }
+    let stdout = run(&mut cmd);
     let deb = PathBuf::from(stdout.lines().last().expect("build-deb.sh printed nothing"));
     assert!(
         deb.is_file() && deb.extension().is_some_and(|e| e == "deb"),

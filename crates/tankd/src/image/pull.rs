@@ -54,8 +54,9 @@ pub struct Puller {
 
 /// Makes *ring* the process's TLS crypto provider (rustls is built without
 /// a default one: see the workspace Cargo.toml). Idempotent: a provider
-/// already installed (by an earlier Puller) is kept.
-fn install_tls_provider() {
+/// already installed (by an earlier Puller) is kept. Public for every other
+/// oci-client in the process (the tests' registry client).
+pub fn install_tls_provider() {
     // Err means one is installed already, which is all we need.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -234,6 +234,7 @@ impl Registry {
 
     /// An anonymous oci-client for this registry.
     pub fn client(&self) -> Client {
+        tankd::image::pull::install_tls_provider();
         Client::new(self.client_config())
     }
 
