@@ -2,10 +2,10 @@
 # Builds Tank's Debian package and prints its path (the last line of stdout).
 #
 # cargo-deb (pinned, installed with `cargo install --locked` when missing)
-# packs the binaries of the project's one `dev` profile, so the RocksDB C++
-# build is shared with the tests and never redone for a release profile.
-# The man pages and shell completions are generated from the clap
-# definitions by the fresh tankctl into <target>/debug/tank-doc/, where the
+# packs the optimized binaries of the `release` profile (the ones
+# scripts/run.sh builds too). The man pages and shell completions are
+# generated from the clap definitions by the fresh tankctl into
+# <target>/release/tank-doc/, where the
 # assets of [package.metadata.deb] in Cargo.toml point. Idempotent; root
 # is not needed. Progress goes to stderr.
 set -euo pipefail
@@ -25,11 +25,11 @@ done
 # Where cargo really builds (CARGO_TARGET_DIR, else .cargo/config.toml).
 target_dir=$(cargo metadata --format-version 1 --no-deps --locked \
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-bin_dir=$target_dir/debug
+bin_dir=$target_dir/release
 
 # Not with SOURCE_DATE_EPOCH in the environment: the cc crate tracks it, so
-# a change would redo the RocksDB and aws-lc C/C++ builds (15+ minutes).
-env -u SOURCE_DATE_EPOCH cargo build --locked --bins >&2
+# a change would redo the C parts of the dependencies.
+env -u SOURCE_DATE_EPOCH cargo build --release --locked --bins >&2
 
 # Reproducible dates in the man pages and the archive: the last commit's.
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
@@ -51,9 +51,7 @@ gzip -9n "$doc"/man1/*.1 "$doc"/man8/*.8
 
 out=$target_dir/debian
 mkdir -p "$out"
-# --profile dev --no-build: the binaries above are the package's. cargo-deb
-# warns that it prefers release profiles; a release (or custom) profile
-# would mean a second RocksDB C++ build, so the pinned version is kept.
-deb=$(cargo deb --locked --profile dev --no-build --output "$out" | tail -n 1)
+# --no-build: the binaries above are the package's.
+deb=$(cargo deb -p tankd --locked --no-build --output "$out" | tail -n 1)
 [ -f "$deb" ] || { echo "build-deb: cargo deb did not report a package ($deb)" >&2; exit 1; }
 echo "$deb"

@@ -5,8 +5,9 @@
 set -euo pipefail
 
 packages=(
-    # rocksdb's bindgen and C++ build
-    clang libclang-dev pkg-config g++
+    # RocksDB is Debian's (linked dynamically: no C++ build), its bindings
+    # are made by bindgen (libclang); g++ brings the libstdc++ it links
+    librocksdb-dev clang libclang-dev pkg-config g++
     # a private system bus and its tools for the tests (busctl is in systemd)
     dbus-daemon dbus systemd
     # setpriv (test clients as other users), nsenter, unshare, mount
@@ -18,7 +19,7 @@ packages=(
     iproute2
     # the cgroup tests allocate memory with it
     python3
-    # small static C test programs (tests/support/cprog.rs)
+    # small static C test programs (crates/tankd/tests/support/cprog.rs)
     gcc libc6-dev
     # test images are built from busybox-static and served by a real registry
     busybox-static docker-registry
@@ -29,6 +30,9 @@ packages=(
     # packaging/build-deb.sh: cargo-deb resolves the shared-library
     # dependencies with dpkg-shlibdeps; the package test reads it with dpkg-deb
     dpkg-dev dpkg
+    # crates/tankctl/tests/cli.rs reads the tankctl binary with readelf and
+    # nm (what it links: no RocksDB, no libstdc++)
+    binutils
 )
 
 missing=()

@@ -1,8 +1,10 @@
-# Sourced by the project's scripts: one build location and profile for
-# everything (tests, the run command, benches), outside the clone, so the
-# ~15 minute RocksDB C++ build happens once per machine.
+# Sourced by the project's scripts: one build location outside the clone,
+# shared by every clone on the machine. Two profiles: `release` (what users
+# run: scripts/run.sh, the Debian package, bench/) and `dev` (the tests).
+# RocksDB is Debian's shared library, so neither compiles any C++.
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/tank/target}
 TANK_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TANK_BIN=$CARGO_TARGET_DIR/debug
+# The optimized binaries (cargo build --release).
+TANK_BIN=$CARGO_TARGET_DIR/release
 mkdir -p "$CARGO_TARGET_DIR"

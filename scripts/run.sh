@@ -25,7 +25,7 @@ if [ "${1:-}" = stop ]; then stop; echo "stopped"; exit 0; fi
 [ "$(id -u)" = 0 ] || { echo "run.sh: run me as root" >&2; exit 1; }
 
 ./scripts/deps.sh
-cargo build --locked --bins
+cargo build --release --locked --bins
 stop
 
 if [ -S /run/dbus/system_bus_socket ]; then
@@ -34,7 +34,7 @@ if [ -S /run/dbus/system_bus_socket ]; then
     export DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket
 else
     sed -e "s|@SOCKET@|$RUN/system_bus_socket|" -e "s|@POLICY@|$TANK_ROOT/dbus/org.tank.Manager.conf|" \
-        tests/support/system-bus.conf.in > "$RUN/system-bus.conf"
+        crates/tankd/tests/support/system-bus.conf.in > "$RUN/system-bus.conf"
     dbus-daemon --config-file="$RUN/system-bus.conf" --fork --nopidfile --print-pid=3 3>"$RUN/dbus.pid"
     export DBUS_SYSTEM_BUS_ADDRESS=unix:path=$RUN/system_bus_socket
 fi

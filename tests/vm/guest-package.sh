@@ -20,6 +20,11 @@ check "tankd.service active (Type=notify: after READY=1)" systemctl is-active --
 systemctl show -p ActiveState,SubState,StatusText,MainPID tankd | sed 's/^/    /'
 check "it owns org.tank.Manager" sh -c "busctl --system status org.tank.Manager >/dev/null"
 check "tankctl ps works as root" tankctl ps
+# Reported, not asserted (measurements are never timed/sized assertions):
+# the idle daemon's memory on a real systemd host, with its breakdown.
+sleep 2
+pid=$(systemctl show -p MainPID --value tankd)
+echo "    idle tankd: $(grep -E '^(VmRSS|RssAnon|RssFile):' /proc/$pid/status | tr -s ' \t\n' ' ')"
 check "/var/lib/tank and /run/tank are 0700 root" \
     sh -c 'test "$(stat -c %a:%U /var/lib/tank /run/tank | sort -u)" = 700:root'
 

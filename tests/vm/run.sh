@@ -14,6 +14,10 @@ for p in mmdebstrap qemu-system-x86 e2fsprogs busybox-static; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
         || apt-get install -y -qq --no-install-recommends "$p" >/dev/null
 done
+# The guest has no network, so `dpkg -i` cannot fetch the package's
+# dependencies: the image has them already (dbus, polkitd and adduser are
+# in vm-run's recipe; Debian's RocksDB, which tankd links, is added here).
+export VM_EXTRA_PACKAGES="${VM_EXTRA_PACKAGES:-} librocksdb7.8"
 # The package under test, built as a user would (packaging/build-deb.sh);
 # each guest script installs it in its own fresh VM.
 deb=$(packaging/build-deb.sh | tail -n 1)
